@@ -109,7 +109,9 @@ class Method:
       runs them once per test set with ``shots = 0``;
     * ``uses_outliers``: True when the method consumes ``TrainData.outliers`` when present;
     * ``card``: a :class:`MethodCard`;
-    * ``quick_params``: parameter overrides of the ``quick`` preset (a test-sized budget).
+    * ``quick_params``: parameter overrides of the ``quick`` preset (a test-sized budget);
+    * ``dataset_img_size``: whether the ``paper`` preset sets ``img_size`` to the dataset's
+      paper size (False for a method with an input size of its own, e.g. KDAD's 128 px).
     """
 
     name: ClassVar[str] = ""
@@ -118,6 +120,7 @@ class Method:
     uses_outliers: ClassVar[bool] = False
     card: ClassVar[MethodCard] = MethodCard(paper="")
     quick_params: ClassVar[dict[str, Any]] = {}
+    dataset_img_size: ClassVar[bool] = True
 
     # -- scikit-learn style parameter handling -------------------------------------------
     @classmethod

@@ -89,3 +89,31 @@ def toy_problem(*, size: int = 32, n_normal: int = 24, shots: int = 4, n_test: i
                       outliers=outliers, img_size=size, device=device, seed=seed,
                       weights="none")
     return ToyProblem(train, np.stack(test_imgs), np.array(labels), tcls)
+
+
+def write_toy_layout(root, *, subsets=("alpha", "beta"), classes=TOY_CLASSES, size=32,
+                     n_train=12, n_test_good=6, n_per_class=5, seed=0, shuffle_names=False):
+    """Write a tiny MVTec-layout dataset of PNGs under ``root`` (one folder per subset) and
+    return ``root``. ``shuffle_names`` gives files random names so that sorted order differs
+    from creation order (tests of order independence)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.RandomState(seed)
+
+    def name(i: int) -> str:
+        return f"{rng.randint(0, 10**6):06d}_{i}.png" if shuffle_names else f"{i:03d}.png"
+
+    for sub in subsets:
+        for folder, n, cls in ([("train/good", n_train, None), ("test/good", n_test_good, None)]
+                               + [(f"test/{c}", n_per_class, c) for c in classes]):
+            d = root / sub / folder
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = _normal_image(rng, size)
+                if cls is not None:
+                    img = _add_defect(img, cls, rng)
+                Image.fromarray(img).save(d / name(i))
+    return root

@@ -1,0 +1,180 @@
+"""The local executor: long-lived worker processes, one per GPU slot (or ``--workers N`` on
+the CPU), each importing torch once and running many runs.
+
+A worker is pinned to its GPU with ``CUDA_VISIBLE_DEVICES`` before torch (and so CUDA) is
+imported in it. A worker that dies mid-run (segfault, OOM kill) is replaced and its run
+recorded as failed; a run that raises is recorded as failed by the worker itself and the
+sweep goes on.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..grid import RunSpec
+from ..store import Store
+
+
+def visible_gpus() -> list[str]:
+    """GPU indices from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi`` (without importing torch)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()]
+
+
+@dataclass
+class Slot:
+    """Where one worker runs: a GPU index (None = CPU) and its CPU thread budget."""
+
+    gpu: Optional[str]
+    threads: int
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.gpu is None else "cuda"
+
+    def describe(self) -> str:
+        return "cpu" if self.gpu is None else f"gpu {self.gpu}"
+
+
+def plan_slots(gpus: Optional[str], jobs_per_gpu: int, workers: Optional[int]) -> list[Slot]:
+    """``--gpus`` (comma list, ``all`` or ``none``), ``--jobs-per-gpu``, ``--workers``."""
+    cores = os.cpu_count() or 1
+    if gpus in (None, "all"):
+        ids = visible_gpus()
+    elif gpus in ("none", ""):
+        ids = []
+    else:
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    if ids:
+        n = len(ids) * max(1, jobs_per_gpu)
+        return [Slot(g, max(1, cores // n)) for g in ids for _ in range(max(1, jobs_per_gpu))]
+    n = max(1, workers or 1)
+    return [Slot(None, max(1, cores // n)) for _ in range(n)]
+
+
+def _worker_main(conn, slot: Slot, results: str, sweep: str, save_models: bool) -> None:
+    """Worker process: pin the device, import torch once, then run specs until told to stop."""
+    _die_with_parent()
+    if slot.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu  # before CUDA starts in this process
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.setdefault("OMP_NUM_THREADS", str(slot.threads))
+    import torch
+
+    torch.set_num_threads(slot.threads)
+    from ..runner import execute
+
+    store = Store(results, sweep)
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        spec = RunSpec.from_dict(msg)
+        log_path = store.log_path(spec.run_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", buffering=1) as logf:
+            def log(text: str) -> None:
+                logf.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+
+            status = execute(spec, store, device=slot.device, save_model=save_models, log=log)
+        conn.send((spec.run_id, status))
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the sweep process dies (``kill -9``), so
+    no orphan keeps computing a run the resumed sweep will redo."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class _Worker:
+    def __init__(self, ctx, slot: Slot, results: str, sweep: str, save_models: bool):
+        self.slot = slot
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, slot, results, sweep,
+                                                           save_models), daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: Optional[RunSpec] = None
+
+
+def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
+              save_models: bool = False,
+              on_result: Callable[[RunSpec, str], None] = lambda spec, status: None) -> dict:
+    """Run ``specs`` on worker processes; returns counts by status."""
+    from ..runner import record_failure
+
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    if not specs:
+        return counts
+    ctx = mp.get_context("spawn")  # fresh interpreters: no CUDA state inherited from the parent
+    queue = list(specs)
+    slots = slots[:len(specs)] or slots[:1]
+    workers = [_Worker(ctx, s, str(store.dir.parent), store.sweep, save_models) for s in slots]
+    try:
+        while queue or any(w.task for w in workers):
+            for w in workers:
+                if w.task is None and queue:
+                    w.task = queue.pop(0)
+                    w.conn.send(w.task.to_dict())
+            ready = wait([w.conn for w in workers if w.task] +
+                         [w.proc.sentinel for w in workers if w.task], timeout=5.0)
+            for i, w in enumerate(list(workers)):
+                if w.task is None:
+                    continue
+                if w.conn in ready:
+                    try:
+                        run_id, status = w.conn.recv()
+                    except (EOFError, OSError):
+                        status = None
+                    if status is not None:
+                        counts[status] = counts.get(status, 0) + 1
+                        on_result(w.task, status)
+                        w.task = None
+                        continue
+                if not w.proc.is_alive():
+                    spec = w.task
+                    record_failure(spec, store, f"worker process died (exit code "
+                                                f"{w.proc.exitcode}) while running; see "
+                                                f"{store.log_path(spec.run_id)}")
+                    counts["failed"] += 1
+                    on_result(spec, "failed")
+                    workers[i] = _Worker(ctx, w.slot, str(store.dir.parent), store.sweep,
+                                         save_models)
+    finally:
+        for w in workers:
+            try:
+                if w.proc.is_alive():
+                    w.conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+        for w in workers:
+            w.proc.join(timeout=10)
+            if w.proc.is_alive():
+                w.proc.terminate()
+    return counts

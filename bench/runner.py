@@ -1,0 +1,247 @@
+"""Run one :class:`~bench.grid.RunSpec` inside a worker: data → split → fit → score →
+metrics → an atomically written run folder. Any exception (out-of-memory included) becomes
+a ``failed`` record with its traceback; an unsupported run becomes ``skipped`` with a reason.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import __version__
+from .grid import RunSpec
+from .store import Store, dump_json
+
+_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow")
+
+
+@lru_cache(maxsize=1)
+def environment() -> dict:
+    """Package versions, git commit and dirty flag of the harness, Python and host."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pkgs = {}
+    for p in _PACKAGES:
+        try:
+            pkgs[p] = version(p)
+        except PackageNotFoundError:
+            pkgs[p] = None
+    repo = Path(__file__).resolve().parent.parent
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], text=True,
+                                capture_output=True, timeout=10).stdout.strip() or None
+        if commit:
+            dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
+                                         "--untracked-files=no"], text=True,
+                                        capture_output=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"harness_version": __version__, "git_commit": commit, "git_dirty": dirty,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "host": platform.node(), "packages": pkgs}
+
+
+def device_info(device: str) -> dict:
+    import torch
+
+    info = {"device": device, "cuda_version": torch.version.cuda,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["device_name"] = torch.cuda.get_device_name(0)
+    else:
+        info["device_name"] = platform.processor() or "cpu"
+    return info
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) from the run seed."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _scores_csv(split, scores: np.ndarray) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "anomaly_class", "seen", "score"])
+    for p, y, c, s, v in zip(split.test, split.test_labels, split.test_classes,
+                             split.test_seen, scores):
+        w.writerow([p, y, c, int(s), repr(float(v))])
+    return buf.getvalue()
+
+
+def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
+    """Rebuild the split of ``spec`` from the data on disk and load its images (decoded-image
+    cache). Fails if the data changed since the sweep was planned."""
+    from .datasets.cache import load_images
+    from .datasets.layout import read_subset
+    from .datasets.outliers import outlier_pool
+    from .protocol import make_split
+
+    size = int(spec.params.get("img_size", 224))
+    index = read_subset(Path(spec.dataset_root), spec.subset)
+    if index.fingerprint != spec.subset_fingerprint:
+        raise RuntimeError(f"the data of {spec.dataset_root}/{spec.subset} changed since the "
+                           f"sweep was planned (fingerprint {index.fingerprint} != "
+                           f"{spec.subset_fingerprint}); rerun `bench run` to re-plan")
+    split = make_split(index, dataset=spec.dataset, setting=spec.setting, shots=spec.shots,
+                       seed=spec.split_seed, known_class=spec.known_class,
+                       train_cap=spec.train_cap)
+    if split.manifest_hash != spec.split_hash:
+        raise RuntimeError(f"split manifest {split.manifest_hash} differs from the planned "
+                           f"{spec.split_hash}; the protocol code or the data changed")
+
+    def imgs(paths):
+        return load_images(index.root, index.all_files, index.fingerprint, size, paths,
+                           cache_dir)
+
+    outliers = None
+    if spec.outliers_root:
+        pool = outlier_pool(Path(spec.outliers_root), exclude=spec.outliers_excluded)
+        if pool.fingerprint != spec.outliers_fingerprint:
+            raise RuntimeError(f"outlier source {spec.outliers_root} changed since planning")
+        outliers = load_images(pool.root, pool.paths, pool.fingerprint, size, pool.paths,
+                               cache_dir)
+    return split, imgs(split.train_normal), imgs(split.train_anomalies), imgs(split.test), \
+        outliers, size
+
+
+def _jsonable(obj):
+    try:
+        json.dumps(obj)
+        return obj
+    except TypeError:
+        return json.loads(json.dumps(obj, default=str))
+
+
+def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: bool = False,
+            log=print, cache_dir: Optional[Path] = None) -> str:
+    """Run ``spec`` and write its folder; returns the status."""
+    from .api import TrainData
+    from .registry import create_method
+
+    record = {"run_id": spec.run_id, "sweep": store.sweep, "status": None, "reason": None,
+              "traceback": None, "method": spec.method, "dataset": spec.dataset,
+              "subset": spec.subset, "setting": spec.setting, "known_class": spec.known_class,
+              "shots": spec.shots, "seed": spec.seed, "split_seed": spec.split_seed,
+              "fit_s": None, "score_s": None, "load_s": None, "peak_gpu_mem_mb": None,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "method_state": {}}
+    files: dict[str, str | bytes] = {"spec.json": dump_json(spec.to_dict())}
+    env = dict(environment())
+    try:
+        env.update(device_info(device))
+    except Exception as exc:  # torch broken: still record what we can
+        env["device_error"] = repr(exc)
+    files["env.json"] = dump_json(env)
+    import torch
+
+    try:
+        seed_everything(spec.seed)
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        split, normal, anomalies, test, outliers, size = load_run_data(spec, cache_dir)
+        record["load_s"] = round(time.perf_counter() - t0, 3)
+        files["split.json"] = split.manifest_json() + "\n"
+        method = create_method(spec.method, **spec.params)
+        reason = method.skip(split.info(outliers is not None))
+        if reason:
+            record.update(status="skipped", reason=reason)
+        else:
+            total = [0]
+
+            def progress(step: int, n: int) -> None:
+                if n and (step == n or step % max(1, n // 10) == 0):
+                    log(f"  step {step}/{n}")
+                total[0] = n
+
+            train = TrainData(normal=normal, anomalies=anomalies,
+                              anomaly_classes=split.train_anomaly_classes, outliers=outliers,
+                              img_size=size, device=device, seed=spec.seed,
+                              weights=spec.weights, progress=progress)
+            log(f"fit {spec.label}: {len(normal)} normal, {len(anomalies)} labelled anomalies"
+                f"{'' if outliers is None else f', {len(outliers)} outliers'}, {size}px, "
+                f"{device}")
+            t0 = time.perf_counter()
+            method.fit(train)
+            record["fit_s"] = round(time.perf_counter() - t0, 3)
+            t0 = time.perf_counter()
+            scores = np.asarray(method.score(test), dtype=np.float64).reshape(-1)
+            record["score_s"] = round(time.perf_counter() - t0, 3)
+            if scores.shape != (len(split.test),):
+                raise ValueError(f"{spec.method}.score returned {scores.shape[0]} scores for "
+                                 f"{len(split.test)} images")
+            from .metrics import run_metrics
+
+            record.update(run_metrics(split.test_labels, scores, split.test_seen,
+                                      spec.setting))
+            files["scores.csv"] = _scores_csv(split, scores)
+            record["method_state"] = _jsonable({k: v for k, v in vars(method).items()
+                                                if k.endswith("_") and not k.startswith("_")
+                                                and isinstance(v, (bool, int, float, str,
+                                                                   dict, list, type(None)))})
+            if save_model:
+                buf = io.BytesIO()
+                torch.save(method.state_dict(), buf)
+                files["model.pt"] = buf.getvalue()
+            record["status"] = "done"
+            log(f"done: AUC-ROC {record['auroc']:.4f} AUC-PR {record['auprc']:.4f} "
+                f"(fit {record['fit_s']} s, score {record['score_s']} s)")
+    except Exception as exc:
+        from .protocol import SplitUnavailable
+
+        if isinstance(exc, SplitUnavailable):
+            record.update(status="skipped", reason=str(exc))
+        else:
+            oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
+            record.update(status="failed", reason=("out of memory: " if oom else "") +
+                          f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            log(record["traceback"])
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        record["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    files["record.json"] = dump_json(record)
+    store.write_run(spec.run_id, files)
+    return record["status"]
+
+
+def record_failure(spec: RunSpec, store: Store, reason: str) -> None:
+    """Record a run that could not report itself (its worker died)."""
+    record = {"run_id": spec.run_id, "sweep": store.sweep, "status": "failed",
+              "reason": reason, "traceback": None, "method": spec.method,
+              "dataset": spec.dataset, "subset": spec.subset, "setting": spec.setting,
+              "known_class": spec.known_class, "shots": spec.shots, "seed": spec.seed,
+              "split_seed": spec.split_seed,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    store.write_run(spec.run_id, {"spec.json": dump_json(spec.to_dict()),
+                                  "env.json": dump_json(environment()),
+                                  "record.json": dump_json(record)})
+
+
+def record_skip(spec: RunSpec, store: Store, reason: str) -> None:
+    """Record a run the planner already knows cannot be built (e.g. too few images)."""
+    record = {"run_id": spec.run_id, "sweep": store.sweep, "status": "skipped",
+              "reason": reason, "method": spec.method, "dataset": spec.dataset,
+              "subset": spec.subset, "setting": spec.setting,
+              "known_class": spec.known_class, "shots": spec.shots, "seed": spec.seed,
+              "split_seed": spec.split_seed,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    store.write_run(spec.run_id, {"spec.json": dump_json(spec.to_dict()),
+                                  "record.json": dump_json(record)})

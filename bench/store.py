@@ -1,0 +1,107 @@
+"""The results store: one folder per run, written atomically, read back into one table.
+
+``<results>/<sweep>/<run id>/`` holds ``record.json`` (status, reason or traceback, metrics,
+timings, peak GPU memory, the effective method state the method chose to expose),
+``spec.json``, ``env.json``, ``split.json`` (the split manifest), ``scores.csv`` (one row per
+test image) and, with ``--save-models``, ``model.pt``. The folder is built under a temporary
+name and renamed into place, so a killed sweep never leaves a half-written run that looks
+finished. Per-run logs live in ``<results>/<sweep>/logs/<run id>.log`` (written while the run
+runs). ``done`` and ``skipped`` count as finished; ``failed`` runs are rerun with
+``--retry-failed``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator, Optional
+
+FINISHED = ("done", "skipped")
+STATUSES = ("done", "failed", "skipped")
+
+
+def dump_json(obj) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
+
+
+class Store:
+    """Run folders of one sweep."""
+
+    def __init__(self, results: Path | str, sweep: str):
+        if not sweep or "/" in sweep or sweep.startswith("."):
+            raise ValueError(f"sweep name {sweep!r} must be a plain folder name")
+        self.dir = Path(results).expanduser() / sweep
+        self.sweep = sweep
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.dir / run_id
+
+    def log_path(self, run_id: str) -> Path:
+        return self.dir / "logs" / f"{run_id}.log"
+
+    def status(self, run_id: str) -> Optional[str]:
+        rec = self.run_dir(run_id) / "record.json"
+        if not rec.is_file():
+            return None
+        try:
+            return json.loads(rec.read_text())["status"]
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable record: treat as not run
+
+    def write_run(self, run_id: str, files: dict[str, bytes | str]) -> Path:
+        """Write a run folder atomically (temp folder, then rename); replaces an older record
+        of the same run (a failure being retried)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".tmp-{run_id}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            for name, content in files.items():
+                mode = "wb" if isinstance(content, bytes) else "w"
+                with open(tmp / name, mode) as fh:
+                    fh.write(content)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            final = self.run_dir(run_id)
+            if final.exists():  # retrying a failure: move the old one aside, then replace
+                old = self.dir / f".old-{run_id}-{uuid.uuid4().hex[:8]}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def run_ids(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.name for p in self.dir.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and p.name != "logs"
+                      and (p / "record.json").is_file())
+
+    def records(self) -> Iterator[dict]:
+        for rid in self.run_ids():
+            try:
+                yield json.loads((self.run_dir(rid) / "record.json").read_text())
+            except (OSError, ValueError):
+                continue
+
+    def clean_temp(self) -> None:
+        """Remove leftovers of runs killed while writing (never a finished run)."""
+        if self.dir.is_dir():
+            for p in self.dir.iterdir():
+                if p.name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(p, ignore_errors=True)
+
+
+def sweep_stores(results: Path | str) -> list[Store]:
+    """Every sweep under a results folder."""
+    root = Path(results).expanduser()
+    if not root.is_dir():
+        return []
+    return [Store(root, p.name) for p in sorted(root.iterdir())
+            if p.is_dir() and not p.name.startswith(".")]

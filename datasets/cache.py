@@ -1,0 +1,73 @@
+"""The decoded-image cache: every image of a subset decoded and resized once per
+(subset fingerprint, image size) into one uint8 array on disk that every method and every
+run reads (memory-mapped), instead of decoding files at every training step — the released
+code's main cost.
+
+Layout: ``<cache dir>/decoded/<fingerprint>-<size>.npy`` (N×S×S×3 uint8, rows in
+``paths`` order) and ``.json`` beside it listing the relative paths. Built under a file lock
+and renamed into place, so concurrent workers neither corrupt nor duplicate it.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .base import default_cache_dir
+from .images import load_image
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _key(fingerprint: str, size: int) -> str:
+    return f"{fingerprint}-{size}"
+
+
+def decoded_array(root: Path, paths: Sequence[str], fingerprint: str, size: int,
+                  cache_dir: Path | None = None) -> tuple[np.ndarray, dict[str, int]]:
+    """Memory-mapped uint8 array of ``paths`` (relative to ``root``) at ``size``, plus the
+    row of each path. ``fingerprint`` must identify the content of exactly these files."""
+    cache = Path(cache_dir or default_cache_dir()) / "decoded"
+    key = _key(fingerprint, size)
+    arr_path, idx_path = cache / f"{key}.npy", cache / f"{key}.json"
+    if not (arr_path.is_file() and idx_path.is_file()):
+        with _locked(cache / f"{key}.lock"):
+            if not (arr_path.is_file() and idx_path.is_file()):  # another worker built it
+                arr = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+                for i, rel in enumerate(paths):
+                    arr[i] = load_image(Path(root) / rel, size)
+                tmp = arr_path.with_name(f".{key}.{os.getpid()}.npy")
+                np.save(tmp, arr)
+                tmp_idx = idx_path.with_name(f".{key}.{os.getpid()}.json")
+                tmp_idx.write_text(json.dumps(list(paths)))
+                os.replace(tmp_idx, idx_path)
+                os.replace(tmp, arr_path)  # the array last: its presence means complete
+    rows = {p: i for i, p in enumerate(json.loads(idx_path.read_text()))}
+    return np.load(arr_path, mmap_mode="r"), rows
+
+
+def load_images(root: Path, all_paths: Sequence[str], fingerprint: str, size: int,
+                wanted: Sequence[str], cache_dir: Path | None = None) -> np.ndarray:
+    """uint8 N×size×size×3 array of ``wanted`` (a subset of ``all_paths``), from the cache."""
+    arr, rows = decoded_array(root, all_paths, fingerprint, size, cache_dir)
+    missing = [p for p in wanted if p not in rows]
+    if missing:
+        raise KeyError(f"decoded-image cache for {fingerprint} lacks {missing[:3]}; delete "
+                       f"{Path(cache_dir or default_cache_dir()) / 'decoded'} and rerun")
+    if not wanted:
+        return np.zeros((0, size, size, 3), dtype=np.uint8)
+    return np.ascontiguousarray(arr[[rows[p] for p in wanted]])
