@@ -1,0 +1,87 @@
+"""A third-party plugin package, installed into a temporary folder (never into the user's
+environment) and made visible to `bench` subprocesses through PYTHONPATH."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PLUGIN = '''
+"""Test plugins: one that works, one that raises, one that kills its process, one slow."""
+import os
+import time
+import numpy as np
+from bench import Method, MethodCard, register_method
+
+
+class _Base(Method):
+    uses_labeled_anomalies = True
+    card = MethodCard(paper="test plugin")
+
+    def __init__(self, img_size: int = 32, sleep: float = 0.0):
+        self.img_size = img_size
+        self.sleep = sleep
+
+    def fit(self, train):
+        time.sleep(self.sleep)
+        self.mean_ = train.normal.reshape(len(train.normal), -1).mean(0)
+        return self
+
+    def score(self, images):
+        self._check_fitted("mean_")
+        return np.abs(images.reshape(len(images), -1) - self.mean_).mean(1)
+
+
+@register_method("epgood")
+class Good(_Base):
+    pass
+
+
+class Boom(_Base):
+    def fit(self, train):
+        raise RuntimeError("boom: this plugin always fails")
+
+
+class Crash(_Base):
+    def fit(self, train):
+        os._exit(3)
+'''
+
+PYPROJECT = '''
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+[project]
+name = "bench-test-plugin"
+version = "0.0.1"
+[project.entry-points."bench.methods"]
+epgood = "bench_test_plugin"
+epboom = "bench_test_plugin:Boom"
+epcrash = "bench_test_plugin:Crash"
+'''
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory):
+    """Folder with the installed test plugin (dist-info + module) for PYTHONPATH."""
+    src = tmp_path_factory.mktemp("plugin_src")
+    (src / "pyproject.toml").write_text(PYPROJECT)
+    (src / "bench_test_plugin.py").write_text(PLUGIN)
+    target = tmp_path_factory.mktemp("plugin_site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(src)], check=True,
+                   capture_output=True)
+    return target
+
+
+@pytest.fixture
+def bench_env(plugin_path):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(plugin_path) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_bench(args, env, **kw):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], env=env, text=True,
+                          capture_output=True, **kw)
