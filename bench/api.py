@@ -165,6 +165,13 @@ class Method:
         """Return a reason string to skip a run this method does not support, else None."""
         return None
 
+    def backbones(self) -> list[str]:
+        """torchvision architectures whose pretrained weights this configuration loads (the
+        harness checks ``--weights`` for them before a sweep starts). Default: the
+        ``backbone`` parameter, if the method has one."""
+        arch = getattr(self, "backbone", None)
+        return [arch] if isinstance(arch, str) and arch else []
+
     def state_dict(self) -> dict:
         """Learned state for ``--save-models`` (tensors only; loaded with weights_only=True).
         Methods with a torch model return ``{"model": module.state_dict()}``."""

@@ -168,6 +168,7 @@ def cmd_run(args) -> int:
     plan = expand(cfg)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
+    check_weights(plan.specs)
     store = Store(cfg.results, cfg.name)
     statuses = {s.run_id: store.status(s.run_id) for s in plan.specs}
     todo = [s for s in plan.specs
@@ -219,6 +220,28 @@ def cmd_run(args) -> int:
                           [s.run_id for s, _ in plan.skipped])
     failed = sum(1 for s in plan.specs if store.status(s.run_id) == "failed")
     return 1 if failed else 0
+
+
+def check_weights(specs) -> None:
+    """Fail before the sweep starts when pretrained weights are needed but missing (offline),
+    naming the exact file, instead of failing every run."""
+    from .grid import ConfigError
+    from .registry import create_method
+
+    needed = set()
+    for spec in specs:
+        if spec.weights != "none":
+            for arch in create_method(spec.method, **spec.params).backbones():
+                needed.add((arch, spec.weights))
+    if not needed:
+        return
+    from .methods.common.backbones import WeightsUnavailable, resolve_weights_file
+
+    for arch, weights in sorted(needed):
+        try:
+            resolve_weights_file(arch, weights)
+        except WeightsUnavailable as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 def _print_plan_table(store, run_ids: list[str]) -> None:

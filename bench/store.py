@@ -105,3 +105,14 @@ def sweep_stores(results: Path | str) -> list[Store]:
         return []
     return [Store(root, p.name) for p in sorted(root.iterdir())
             if p.is_dir() and not p.name.startswith(".")]
+
+
+def load_model(run_dir: Path | str) -> dict:
+    """The state saved with ``--save-models``, loaded with ``weights_only=True`` (tensors and
+    plain containers only; never arbitrary pickled objects)."""
+    import torch
+
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; rerun the sweep with --save-models")
+    return torch.load(path, map_location="cpu", weights_only=True)
