@@ -89,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "auroc_unseen"])
     rp.set_defaults(func=cmd_report)
 
+    pf = sub.add_parser("perf", help="training/scoring throughput of methods on this device")
+    pf.add_argument("--methods", type=_csv, default=["devnet"])
+    pf.add_argument("--img-size", type=int, default=224, dest="img_size")
+    pf.add_argument("--steps", type=int, default=10)
+    pf.add_argument("--batch-size", type=int, default=None, dest="batch_size")
+    pf.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    pf.add_argument("--out", default=None, help="also write the figures as CSV here")
+    pf.set_defaults(func=cmd_perf)
+
     try:
         from .datasets.commands import add_data_parser
     except ImportError:
@@ -311,6 +320,24 @@ def cmd_report(args) -> int:
     c = printed["counts"]
     print(f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped runs; tables and "
           f"runs.csv written to {args.out}")
+    return 0
+
+
+def cmd_perf(args) -> int:
+    import torch
+
+    from .perf import run_perf
+    from .registry import resolve_method_names
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
+    print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    rows = run_perf(resolve_method_names(args.methods), img_size=args.img_size,
+                    steps=args.steps, batch_size=args.batch_size, device=device)
+    if args.out:
+        import pandas as pd
+
+        pd.DataFrame(rows).assign(device=name).to_csv(args.out, index=False)
     return 0
 
 

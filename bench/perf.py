@@ -1,0 +1,77 @@
+"""``bench perf``: training and scoring throughput of methods on the current device, on
+in-memory toy images (no dataset needed), so speed and memory claims are checked by a
+command with printed figures rather than by timed tests.
+
+For each method: one short warm-up fit (allocations, cuDNN autotuning), then a timed fit of
+``steps`` training steps (one epoch) and a timed scoring pass; prints seconds per step,
+training images per second, scored images per second and peak GPU memory.
+"""
+from __future__ import annotations
+
+import time
+
+from .registry import create_method, method_defaults
+from .testing import toy_problem
+
+
+def _budget(method: str, img_size: int, steps: int, batch_size: int | None) -> dict:
+    params = method_defaults(method)
+    out = {"img_size": img_size}
+    if "steps_per_epoch" in params:
+        out["steps_per_epoch"] = steps
+    if "epochs" in params:
+        out["epochs"] = 1
+    if batch_size and "batch_size" in params:
+        out["batch_size"] = batch_size
+    return {k: v for k, v in out.items() if k in params}
+
+
+def measure(method: str, *, img_size: int, steps: int, batch_size: int | None, device: str,
+            n_normal: int, n_test: int, seed: int = 0) -> dict:
+    import torch
+
+    params = _budget(method, img_size, steps, batch_size)
+    problem = toy_problem(size=img_size, n_normal=n_normal, shots=10, n_test=n_test // 2,
+                          seed=seed, device=device, n_outliers=8)
+    warm = dict(params)
+    if "steps_per_epoch" in warm:
+        warm["steps_per_epoch"] = 1
+    create_method(method, **warm).fit(problem.train)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    m = create_method(method, **params)
+    t0 = time.perf_counter()
+    m.fit(problem.train)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    m.score(problem.test_images)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    score_s = time.perf_counter() - t0
+    final = m.get_params()
+    n_steps = final.get("steps_per_epoch") or max(1, n_normal // max(1, final.get(
+        "batch_size", n_normal)))
+    batch = final.get("batch_size") or n_normal
+    return {"method": method, "img_size": img_size, "batch_size": batch, "steps": n_steps,
+            "fit_s": fit_s, "s_per_step": fit_s / n_steps,
+            "train_img_per_s": n_steps * batch / fit_s,
+            "score_img_per_s": len(problem.test_images) / score_s,
+            "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated() / 2**20
+                                if device.startswith("cuda") else None)}
+
+
+def run_perf(methods: list[str], *, img_size: int, steps: int, batch_size: int | None,
+             device: str, n_normal: int = 64, n_test: int = 96) -> list[dict]:
+    rows = []
+    for m in methods:
+        r = measure(m, img_size=img_size, steps=steps, batch_size=batch_size, device=device,
+                    n_normal=n_normal, n_test=n_test)
+        mem = f"{r['peak_gpu_mem_mb']:.0f} MiB" if r["peak_gpu_mem_mb"] is not None else "-"
+        print(f"{m:9s} {img_size}px batch {r['batch_size']:3d}: {r['s_per_step']*1000:8.1f} "
+              f"ms/step  {r['train_img_per_s']:8.1f} train img/s  {r['score_img_per_s']:8.1f} "
+              f"score img/s  peak {mem}", flush=True)
+        rows.append(r)
+    return rows
