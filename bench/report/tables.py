@@ -133,7 +133,7 @@ def _best_mask(means: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(text: pd.DataFrame) -> str:
     flat = text.reset_index()
-    return flat.to_markdown(index=False)
+    return flat.to_markdown(index=False, disable_numparse=True)
 
 
 def to_latex(text: pd.DataFrame, means: pd.DataFrame, caption: str = "") -> str:
