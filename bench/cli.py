@@ -98,12 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--out", default=None, help="also write the figures as CSV here")
     pf.set_defaults(func=cmd_perf)
 
-    try:
-        from .datasets.commands import add_data_parser
-    except ImportError:
-        add_data_parser = None
-    if add_data_parser:
-        add_data_parser(sub)
+    from .datasets.commands import add_data_parser
+
+    add_data_parser(sub)
     return p
 
 
@@ -146,7 +143,7 @@ def cmd_list(args) -> int:
         else:
             state = ("generated on first use" if n == "synthetic"
                      else f"not prepared under {root}")
-        print(f"{n:13s} {ds.title[:45]:45s} {state}")
+        print(f"{n:13s} {ds.title}\n{'':13s} {state}")
         if args.long:
             print("    " + ds.info().replace("\n", "\n    "))
     return 0
@@ -356,6 +353,9 @@ def main(argv=None) -> int:
             FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted; finished runs are kept, rerun the same command to resume",
               file=sys.stderr)

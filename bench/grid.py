@@ -239,13 +239,17 @@ def dataset_subsets(ds: Dataset, root: Path, wanted: Optional[list[str]]) -> lis
 
 
 def known_classes_for(ds: Dataset, index: SubsetIndex, wanted: Optional[list[str]]) -> list[str]:
-    """Hard-setting known classes of a subset: the user's, else the paper's, else all."""
+    """Hard-setting known classes of a subset: the user's (any class of the subset), else the
+    paper's (``hard_known_classes``; an empty list means the paper runs no hard setting on
+    that subset), else every non-empty class."""
     if wanted:
         for k in wanted:
             index.check_class(k)  # unknown names are an error listing the valid ones
         return [k for k in index.classes if k in wanted]
-    paper = ds.hard_known_classes.get(index.subset)
-    classes = paper if paper else index.classes
+    if index.subset in ds.hard_known_classes:
+        classes = ds.hard_known_classes[index.subset]
+    else:
+        classes = index.classes
     return [c for c in classes if c in index.anomalies and index.anomalies[c]]
 
 
@@ -311,7 +315,11 @@ def expand(cfg: SweepConfig) -> Plan:
                     notes.append(f"{label}/{subset}: one anomaly class ({index.classes[0]}), "
                                  f"so no hard-setting runs")
                     continue
-                cells += [("hard", k) for k in known_classes_for(ds, index, cfg.known_classes)]
+                known = known_classes_for(ds, index, cfg.known_classes)
+                if not known:
+                    notes.append(f"{label}/{subset}: the paper runs no hard setting here "
+                                 f"(name classes with --known-classes to run it anyway)")
+                cells += [("hard", k) for k in known]
             for method in methods:
                 cls = method_class(method)
                 params = method_params(method, preset, ds, subset, overrides)

@@ -43,8 +43,9 @@ class Dataset:
     # Paper preset: image size (int or {subset: int}) and outlier source (dataset name).
     paper_img_size: ClassVar[int | dict] = 448
     paper_outliers: ClassVar[Optional[str]] = None
-    # Hard-setting known classes used by the paper: {subset: [folder names]}; subsets not
-    # listed run the hard setting over all of their anomaly classes.
+    # Hard-setting known classes used by the paper: {subset: [folder names]}; an empty list
+    # means no hard-setting runs on that subset unless --known-classes names some; subsets
+    # not listed run the hard setting over all of their anomaly classes.
     hard_known_classes: ClassVar[dict[str, list[str]]] = {}
     # Expected counts after conversion (paper Table 5):
     # {subset: {"train_good": n, "test_good": n, "anomalies": n or {class: n}}}.
