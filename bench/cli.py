@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", default=S, help="sweep name (folder under --results)")
     r.add_argument("--gpus", default=S, help="all | none | comma list of GPU indices")
     r.add_argument("--jobs-per-gpu", type=int, default=S, dest="jobs_per_gpu")
-    r.add_argument("--workers", type=int, default=S, help="CPU worker processes")
+    r.add_argument("--workers", type=int, default=S,
+                   help="CPU worker processes (default: one per core, at most 8)")
     r.add_argument("--retry-failed", action="store_true", default=S, dest="retry_failed")
     r.add_argument("--save-models", action="store_true", default=S, dest="save_models")
     r.add_argument("--dry-run", action="store_true", default=S, dest="dry_run")

@@ -65,7 +65,9 @@ def plan_slots(gpus: Optional[str], jobs_per_gpu: int, workers: Optional[int]) -
     if ids:
         n = len(ids) * max(1, jobs_per_gpu)
         return [Slot(g, max(1, cores // n)) for g in ids for _ in range(max(1, jobs_per_gpu))]
-    n = max(1, workers or 1)
+    # Small CPU runs are dominated by per-op overhead: several single-threaded workers beat
+    # one multi-threaded worker, so the default is one worker per core (at most 8).
+    n = max(1, workers or min(cores, 8))
     return [Slot(None, max(1, cores // n)) for _ in range(n)]
 
 
