@@ -16,9 +16,13 @@ def __getattr__(name):  # Dataset lives in bench.datasets; import lazily (it imp
     if name == "Dataset":
         from .datasets.base import Dataset
         return Dataset
+    if name == "check_method":  # the contract suite imports torch; load it on demand
+        from .contract import check_method
+        return check_method
     raise AttributeError(name)
 
 
 __all__ = ["MAX_SHOTS", "Method", "MethodCard", "NotFittedError", "SplitInfo", "TrainData",
            "PAPER_METHODS", "create_method", "list_methods", "register_method",
-           "register_dataset", "list_datasets", "get_dataset", "Dataset", "__version__"]
+           "register_dataset", "list_datasets", "get_dataset", "Dataset", "check_method",
+           "__version__"]
