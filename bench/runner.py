@@ -13,6 +13,7 @@ import random
 import subprocess
 import time
 import traceback
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -150,6 +151,9 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
     files["env.json"] = dump_json(env)
     import torch
 
+    caught = warnings.catch_warnings(record=True)
+    seen_warnings = caught.__enter__()  # method warnings go to the run's log and record
+    warnings.simplefilter("always")
     try:
         seed_everything(spec.seed)
         if device.startswith("cuda"):
@@ -214,6 +218,10 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
             log(record["traceback"])
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
+    caught.__exit__(None, None, None)
+    record["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in seen_warnings})
+    for w in record["warnings"]:
+        log(f"warning: {w}")
     if device.startswith("cuda") and torch.cuda.is_available():
         record["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
