@@ -206,13 +206,16 @@ def cmd_run(args) -> int:
               f"{store.dir / 'logs'}")
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True)
+        # in a log file (no terminal), update rarely instead of flooding it
+        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
         counts = {"done": 0, "failed": 0, "skipped": 0}
 
         def on_result(spec, status):
             counts[status] = counts.get(status, 0) + 1
             bar.set_postfix(done=counts["done"], failed=counts["failed"],
-                            skipped=counts["skipped"], left=len(todo) - sum(counts.values()))
+                            skipped=counts["skipped"], left=len(todo) - sum(counts.values()),
+                            refresh=False)
             bar.update(1)
             if status == "failed":
                 bar.write(f"failed: {spec.label} (see {store.log_path(spec.run_id)})")
