@@ -151,7 +151,7 @@ def cmd_list(args) -> int:
 
 
 # -- run --------------------------------------------------------------------------------------
-def config_from_args(args) -> "SweepConfig":
+def config_from_args(args):
     from .grid import SweepConfig, load_config_file
 
     values = load_config_file(args.config) if args.config else {}
@@ -164,7 +164,7 @@ def config_from_args(args) -> "SweepConfig":
 def cmd_run(args) -> int:
     from .executors.local import plan_slots, run_local
     from .grid import effective_preset, expand
-    from .registry import missing_paper_methods, resolve_method_names
+    from .registry import missing_paper_methods
     from .runner import record_skip
     from .store import FINISHED, Store
 

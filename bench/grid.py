@@ -24,7 +24,6 @@ from typing import Any, Optional
 
 import yaml
 
-from .api import MAX_SHOTS
 from .protocol import SplitUnavailable, make_split
 from .registry import get_dataset, list_datasets, method_class, method_defaults, \
     resolve_method_names

@@ -68,7 +68,7 @@ class Dataset:
         if not self.is_prepared(data_root):
             how = (f"run `bench data prepare {self.name} --raw PATH --data-root {data_root}`"
                    if self.has_converter() else
-                   f"place it there in MVTec AD layout")
+                   "place it there in MVTec AD layout")
             raise DatasetNotPrepared(
                 f"dataset {self.name!r} is not prepared under {root}: {how} "
                 f"(`bench data info {self.name}` says where to get it), or pass --data-root")

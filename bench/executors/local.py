@@ -16,7 +16,6 @@ import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from pathlib import Path
 from typing import Callable, Optional
 
 from ..grid import RunSpec

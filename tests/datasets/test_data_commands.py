@@ -16,7 +16,7 @@ from PIL import Image
 
 import bench
 from bench.datasets.commands import (CheckReport, add_data_parser, check_command, compare_counts,
-                                     download_command, info_command, prepare_command, unpack)
+                                     download_command, info_command, unpack)
 from bench.datasets.convert import ConversionError
 from bench.datasets.layout import SubsetIndex, read_subset
 from bench.registry import get_dataset

@@ -3,7 +3,6 @@ environment) and made visible to `bench` subprocesses through PYTHONPATH."""
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 

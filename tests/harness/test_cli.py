@@ -1,6 +1,4 @@
 """CLI options that need no training: --dry-run, --config, --set, errors, report formats."""
-import json
-
 import pytest
 
 from bench.cli import main

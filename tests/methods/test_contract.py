@@ -2,22 +2,11 @@
 and any added later — and the suite's own ability to catch broken plugins."""
 import numpy as np
 import pytest
-import torch
 
 from bench import registry
 from bench.api import Method, MethodCard
 from bench.contract import TINY_BUDGET, check_method, contract_params
 from bench.registry import MethodEntry, list_methods
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Every method trains a real (tiny) network here; on a shared 2-core machine one
-    # intra-op thread is several times faster than oversubscribed threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", list_methods())

@@ -16,16 +16,6 @@ BUDGET = {"img_size": 32, "epochs": 3, "steps_per_epoch": 8, "batch_size": 24}
 TINY = {"img_size": 32, "epochs": 1, "steps_per_epoch": 2, "batch_size": 6}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Real (tiny) training: on a shared 2-core machine one intra-op thread is several times
-    # faster than oversubscribed threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def problem():
     return toy_problem(size=32, seed=0)

@@ -24,16 +24,6 @@ TINY = {"img_size": 32, "epochs": 1, "steps_per_epoch": 2, "batch_size": 6, "n_r
 LEARN = {"img_size": 64, "epochs": 3, "steps_per_epoch": 10, "batch_size": 16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Real (tiny) networks are trained here; on a shared 2-core machine one intra-op thread
-    # is several times faster than oversubscribed threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def problem():
     return toy_problem(size=32, n_normal=12, shots=2, n_test=6, seed=0)

@@ -7,15 +7,6 @@ import torch
 from bench.methods.common import cutpaste as C
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Many small per-image tensor ops: one thread avoids oversubscription on a shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -26,16 +26,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:KDAD with a random teacher")
 BUDGET = {"epochs": 20}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Real (tiny) training: on a shared 2-core machine one intra-op thread is several times
-    # faster than oversubscribed threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def problem():
     return toy_problem(size=32, seed=0, shots=0)

@@ -13,16 +13,6 @@ from bench.testing import toy_problem
 TINY = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # These tests train real (tiny) networks; on a shared 2-core machine one intra-op thread
-    # is several times faster than oversubscribed threads and keeps CPU use predictable.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def problem():
     return toy_problem(size=32, seed=0)

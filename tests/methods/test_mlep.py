@@ -16,16 +16,6 @@ from bench.testing import toy_problem
 BUDGET = {"img_size": 32, "epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Real (tiny) training: on a shared 2-core machine one intra-op thread is several times
-    # faster than oversubscribed threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def problem():
     return toy_problem(size=32, seed=0)
