@@ -105,3 +105,21 @@ def test_train_cap_is_seeded_subset(toy_root):
     s = _split(idx, setting="general", shots=1, seed=0, train_cap=5)
     assert len(s.train_normal) == 5 and set(s.train_normal) <= set(idx.train_good)
     assert s.manifest_hash != _split(idx, setting="general", shots=1, seed=0).manifest_hash
+
+
+def test_invariants_on_the_embedded_synthetic_dataset():
+    """Every split the quick sweep builds on the synthetic dataset keeps the invariants."""
+    from bench.registry import get_dataset
+    from bench.datasets.base import default_data_root
+    root = get_dataset("synthetic").locate(default_data_root())
+    for subset in ("weave", "disc"):
+        idx = read_subset(root, subset)
+        assert len(idx.classes) >= 4
+        g1 = _split(idx, setting="general", shots=1, seed=0)
+        g10 = _split(idx, setting="general", shots=10, seed=0)
+        assert g1.test == g10.test and g1.train_anomalies == g10.train_anomalies[:1]
+        for known in idx.classes:
+            for shots in (1, 10):
+                s = _split(idx, setting="hard", known_class=known, shots=shots, seed=0)
+                assert known not in s.test_classes
+                assert not set(s.train_anomalies) & set(s.test)
