@@ -138,7 +138,8 @@ def cmd_list(args) -> int:
                 droot = ds.root(root)
                 subs = list_subsets(droot)
                 fp = dataset_fingerprint([read_subset(droot, s) for s in subs])
-                state = f"prepared at {droot} ({len(subs)} subset{"s" if len(subs) != 1 else ""}, fingerprint {fp})"
+                plural = "s" if len(subs) != 1 else ""
+                state = f"prepared at {droot} ({len(subs)} subset{plural}, fingerprint {fp})"
             except Exception as exc:
                 state = f"present but unreadable: {exc}"
         else:
