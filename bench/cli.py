@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU worker processes (default: one per core, at most 8)")
     r.add_argument("--retry-failed", action="store_true", default=S, dest="retry_failed")
     r.add_argument("--save-models", action="store_true", default=S, dest="save_models")
+    r.add_argument("--deterministic", action="store_true", default=S,
+                   help="deterministic GPU kernels: bitwise-repeatable GPU runs, slower")
     r.add_argument("--dry-run", action="store_true", default=S, dest="dry_run")
     r.add_argument("--no-table", action="store_true", help="do not print the table at the end")
     r.set_defaults(func=cmd_run)
@@ -222,7 +224,8 @@ def cmd_run(args) -> int:
                 bar.write(f"failed: {spec.label} (see {store.log_path(spec.run_id)})")
 
         t0 = time.time()
-        run_local(todo, store, slots, save_models=cfg.save_models, on_result=on_result)
+        run_local(todo, store, slots, save_models=cfg.save_models,
+                  deterministic=cfg.deterministic, on_result=on_result)
         bar.close()
         print(f"finished in {time.time() - t0:.0f} s: {counts['done']} done, "
               f"{counts['failed']} failed, {counts['skipped']} skipped")

@@ -65,6 +65,7 @@ class SweepConfig:
     workers: Optional[int] = None
     retry_failed: bool = False
     save_models: bool = False
+    deterministic: bool = False
     dry_run: bool = False
 
     @classmethod

@@ -58,6 +58,7 @@ def device_info(device: str) -> dict:
     import torch
 
     info = {"device": device, "cuda_version": torch.version.cuda,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch_threads": torch.get_num_threads()}
     if device.startswith("cuda") and torch.cuda.is_available():

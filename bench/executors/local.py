@@ -70,9 +70,12 @@ def plan_slots(gpus: Optional[str], jobs_per_gpu: int, workers: Optional[int]) -
     return [Slot(None, max(1, cores // n)) for _ in range(n)]
 
 
-def _worker_main(conn, slot: Slot, results: str, sweep: str, save_models: bool) -> None:
+def _worker_main(conn, slot: Slot, results: str, sweep: str, save_models: bool,
+                 deterministic: bool) -> None:
     """Worker process: pin the device, import torch once, then run specs until told to stop."""
     _die_with_parent()
+    if deterministic:  # cuBLAS reads this when CUDA starts, so set it before importing torch
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if slot.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu  # before CUDA starts in this process
     else:
@@ -81,6 +84,12 @@ def _worker_main(conn, slot: Slot, results: str, sweep: str, save_models: bool) 
     import torch
 
     torch.set_num_threads(slot.threads)
+    if deterministic:
+        # Bitwise-repeatable GPU runs (CPU runs repeat anyway): deterministic kernels where
+        # torch has them (warn where it has none), no cuDNN autotuning.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     from ..runner import execute
 
     store = Store(results, sweep)
@@ -114,18 +123,20 @@ def _die_with_parent() -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, slot: Slot, results: str, sweep: str, save_models: bool):
+    def __init__(self, ctx, slot: Slot, results: str, sweep: str, save_models: bool,
+                 deterministic: bool):
         self.slot = slot
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, slot, results, sweep,
-                                                           save_models), daemon=True)
+                                                           save_models, deterministic),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.task: Optional[RunSpec] = None
 
 
 def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
-              save_models: bool = False,
+              save_models: bool = False, deterministic: bool = False,
               on_result: Callable[[RunSpec, str], None] = lambda spec, status: None) -> dict:
     """Run ``specs`` on worker processes; returns counts by status."""
     from ..runner import record_failure
@@ -136,7 +147,10 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
     ctx = mp.get_context("spawn")  # fresh interpreters: no CUDA state inherited from the parent
     queue = list(specs)
     slots = slots[:len(specs)] or slots[:1]
-    workers = [_Worker(ctx, s, str(store.dir.parent), store.sweep, save_models) for s in slots]
+    def start(slot: Slot) -> _Worker:
+        return _Worker(ctx, slot, str(store.dir.parent), store.sweep, save_models, deterministic)
+
+    workers = [start(s) for s in slots]
     try:
         while queue or any(w.task for w in workers):
             for w in workers:
@@ -165,8 +179,7 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
                                                 f"{store.log_path(spec.run_id)}")
                     counts["failed"] += 1
                     on_result(spec, "failed")
-                    workers[i] = _Worker(ctx, w.slot, str(store.dir.parent), store.sweep,
-                                         save_models)
+                    workers[i] = start(w.slot)
     finally:
         for w in workers:
             try:

@@ -122,3 +122,19 @@ def test_latex_bolds_best_mean_per_row_and_shot_group():
     assert "\\textbf{0.900$\\pm$0.010}" in tex      # best of the 10-shot group
     assert "\\textbf{0.750$\\pm$0.010}" in tex      # KDAD beats both 1-shot methods
     assert "\\textbf{0.700" not in tex and "\\textbf{0.800" not in tex
+
+
+def test_list_commands(capsys):
+    assert main(["list", "methods", "--long"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dra", "devnet", "flos", "saoe", "mlep", "deepsad", "minns", "kdad"):
+        assert f"\n{name} " in "\n" + out
+    assert "upstream:" in out and "licence:" in out and "variant of dra" in out
+    assert main(["list", "methods", "dra*"]) == 0
+    assert set(line.split()[0] for line in capsys.readouterr().out.splitlines()) == \
+        {"dra", "dra1a", "dra2a", "dra3ar", "dra3an"}
+    assert main(["list", "datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mvtec_ad", "aitex", "sdd", "elpv", "optical", "mastcam", "brainmri", "headct",
+                 "hyper_kvasir", "lag", "synthetic"):
+        assert f"\n{name} " in "\n" + out

@@ -46,17 +46,22 @@ def test_outliers_reach_the_plan(toy_root, tmp_path):
     assert by_subset["alpha"].outliers_fingerprint != by_subset["beta"].outliers_fingerprint
 
 
-def test_saved_model_loads_weights_only(toy_root, tmp_path):
+def test_saved_model_loads_weights_only_and_env_is_recorded(toy_root, tmp_path):
+    import json
     from bench.cli import main
     from bench.store import Store, load_model
     res = tmp_path / "res"
     assert main(["run", "--methods", "pixelknn", "--datasets", str(toy_root), "--subsets",
                  "alpha", "--setting", "general", "--seeds", "1", "--results", str(res),
-                 "--save-models", "--no-table"]) == 0
+                 "--save-models", "--deterministic", "--no-table"]) == 0
     store = Store(res, "main")
     (rid,) = store.run_ids()
     state = load_model(store.run_dir(rid))
     assert state["bank"].ndim == 2
+    env = json.loads((store.run_dir(rid) / "env.json").read_text())
+    assert env["deterministic_algorithms"] is True
+    assert env["packages"]["torch"] and env["device"] == "cpu" and "git_commit" in env
+    assert (store.dir / "logs" / f"{rid}.log").read_text().count("done: AUC-ROC") == 1
 
 
 def test_imagenet_weights_offline_fail_before_the_sweep(toy_root, tmp_path, monkeypatch,
