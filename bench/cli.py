@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--format", type=_csv, default=["markdown", "csv", "latex"])
     rp.add_argument("--metric", default="auroc", choices=["auroc", "auprc", "auroc_seen",
                                                            "auroc_unseen"])
+    rp.add_argument("--compare-paper", action="store_true", dest="compare_paper",
+                    help="put the paper's published AUC-ROC beside ours (paper_comparison.*)")
     rp.set_defaults(func=cmd_report)
 
     pf = sub.add_parser("perf", help="training/scoring throughput of methods on this device")
@@ -319,9 +321,12 @@ def cmd_report(args) -> int:
         print(f"error: unknown --format {','.join(bad)}; use markdown, csv, latex",
               file=sys.stderr)
         return 2
-    printed = write_report(args.results, args.out, args.format, args.name, args.metric)
+    printed = write_report(args.results, args.out, args.format, args.name, args.metric,
+                           compare_paper=args.compare_paper)
     for md in printed.get("markdown", []):
         print(md)
+    if "paper" in printed:
+        print(printed["paper"])
     c = printed["counts"]
     print(f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped runs; tables and "
           f"runs.csv written to {args.out}")

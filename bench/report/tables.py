@@ -166,7 +166,8 @@ def to_latex(text: pd.DataFrame, means: pd.DataFrame, caption: str = "") -> str:
 
 
 def write_report(results: Path | str, out: Path | str, formats: list[str],
-                 sweeps: Optional[list[str]] = None, metric: str = "auroc") -> dict:
+                 sweeps: Optional[list[str]] = None, metric: str = "auroc",
+                 compare_paper: bool = False) -> dict:
     """Write runs.csv and the summary tables; returns {"markdown": str, ...} for printing."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,6 +192,30 @@ def write_report(results: Path | str, out: Path | str, formats: list[str],
             _atomic_text(out / f"table_{setting}.csv", text.reset_index().to_csv(index=False))
         if "latex" in formats:
             _atomic_text(out / f"table_{setting}.tex", to_latex(text, means, title))
+    if compare_paper:
+        if metric != "auroc":
+            raise ValueError("the paper reports AUC-ROC only; use --metric auroc with "
+                             "--compare-paper")
+        from .paper import compare_with_paper
+
+        comp = compare_with_paper(summary)
+        _atomic_text(out / "paper_comparison.csv", comp.to_csv(index=False))
+        if comp.empty:
+            printed["paper"] = ("no row of these results is in the paper's tables "
+                                "(they cover mvtec_ad, aitex, sdd, elpv, optical, mastcam, "
+                                "brainmri, headct, hyper_kvasir)\n")
+        else:
+            shown = comp.assign(ours=[_cell(m, s, n, n) for m, s, n in
+                                      zip(comp.ours_mean, comp.ours_std, comp.n)],
+                                paper=[f"{m:.3f}±{s:.3f}" for m, s in
+                                       zip(comp.paper_mean, comp.paper_std)],
+                                delta=comp.delta.map(lambda d: "" if pd.isna(d)
+                                                     else f"{d:+.3f}"))
+            md = ("### Ours vs the paper (AUC-ROC)\n\n" + shown[
+                ["dataset", "subset", "setting", "known_class", "method", "shots", "ours",
+                 "paper", "delta"]].to_markdown(index=False, disable_numparse=True) + "\n")
+            _atomic_text(out / "paper_comparison.md", md)
+            printed["paper"] = md
     counts = runs["status"].value_counts().to_dict()
     printed["counts"] = {s: int(counts.get(s, 0)) for s in STATUSES}
     return printed
