@@ -17,6 +17,7 @@ and worker processes can pin ``CUDA_VISIBLE_DEVICES`` before CUDA starts.
 """
 from __future__ import annotations
 
+import abc
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional
@@ -97,7 +98,7 @@ class NotFittedError(RuntimeError):
     """Raised by ``score`` (or anything needing learned state) before ``fit``."""
 
 
-class Method:
+class Method(abc.ABC):
     """Base class of every anomaly detector in the benchmark.
 
     Subclasses declare their hyperparameters as keyword arguments of ``__init__`` and store
@@ -125,6 +126,8 @@ class Method:
     # -- scikit-learn style parameter handling -------------------------------------------
     @classmethod
     def param_names(cls) -> list[str]:
+        if cls.__init__ is object.__init__:  # a method without hyperparameters
+            return []
         sig = inspect.signature(cls.__init__)
         names = []
         for p in sig.parameters.values():
@@ -138,8 +141,11 @@ class Method:
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
+        names = cls.param_names()
+        if not names:
+            return {}
         sig = inspect.signature(cls.__init__)
-        return {n: sig.parameters[n].default for n in cls.param_names()}
+        return {n: sig.parameters[n].default for n in names}
 
     def get_params(self) -> dict[str, Any]:
         """The hyperparameters as passed to ``__init__`` (JSON-serialisable values)."""
@@ -155,11 +161,13 @@ class Method:
         return self
 
     # -- the contract ----------------------------------------------------------------------
+    @abc.abstractmethod
     def fit(self, train: TrainData) -> "Method":
-        raise NotImplementedError(f"{type(self).__name__} must implement fit(train)")
+        """Learn from ``train``; return ``self``."""
 
+    @abc.abstractmethod
     def score(self, images: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must implement score(images)")
+        """One float per image (uint8 N×H×W×3 at ``img_size``); higher = more anomalous."""
 
     def skip(self, split: SplitInfo) -> Optional[str]:
         """Return a reason string to skip a run this method does not support, else None."""

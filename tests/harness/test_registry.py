@@ -11,6 +11,12 @@ class _Toy(Method):
         self.alpha = alpha
         self.mode = mode
 
+    def fit(self, train):
+        return self
+
+    def score(self, images):
+        return images.reshape(len(images), -1).mean(1)
+
 
 def test_public_api_importable_from_top():
     for name in ("Method", "register_method", "list_methods", "create_method", "TrainData",
@@ -56,3 +62,10 @@ def test_bad_names_and_classes():
             pass
     with pytest.raises(TypeError, match="explicitly"):
         NoKw.param_names()
+
+    class NoScore(Method):
+        def fit(self, train):
+            return self
+    register_method("zz_noscore")(NoScore)
+    with pytest.raises(TypeError, match="abstract"):
+        create_method("zz_noscore")
