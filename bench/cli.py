@@ -214,7 +214,7 @@ def cmd_run(args) -> int:
         # in a log file (no terminal), update rarely instead of flooding it
         bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
-        counts = {"done": 0, "failed": 0, "skipped": 0}
+        counts = {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
 
         def on_result(spec, status):
             counts[status] = counts.get(status, 0) + 1
@@ -230,7 +230,9 @@ def cmd_run(args) -> int:
                   deterministic=cfg.deterministic, on_result=on_result)
         bar.close()
         print(f"finished in {time.time() - t0:.0f} s: {counts['done']} done, "
-              f"{counts['failed']} failed, {counts['skipped']} skipped")
+              f"{counts['failed']} failed, {counts['skipped']} skipped"
+              + (f", {counts['elsewhere']} left to another `bench run` on the same results "
+                 f"(running or finished there)" if counts["elsewhere"] else ""))
     if not args.no_table:
         _print_plan_table(store, [s.run_id for s in plan.specs] +
                           [s.run_id for s, _ in plan.skipped])

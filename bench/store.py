@@ -8,17 +8,25 @@ name and renamed into place, so a killed sweep never leaves a half-written run t
 finished. Per-run logs live in ``<results>/<sweep>/logs/<run id>.log`` (written while the run
 runs). ``done`` and ``skipped`` count as finished; ``failed`` runs are rerun with
 ``--retry-failed``.
+
+Claims (``<results>/<sweep>/claims/<run id>``) stop two ``bench run`` processes sharing a
+results folder from computing the same run: a run is claimed before it starts and released
+when its record is written. A claim whose process is gone (same host) or that is older than
+``CLAIM_TTL_S`` (another host) is stale and taken over, so a killed sweep resumes.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator, Optional
 
 FINISHED = ("done", "skipped")
+CLAIM_TTL_S = 24 * 3600
 STATUSES = ("done", "failed", "skipped")
 
 
@@ -76,11 +84,61 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
 
+    # -- claims ---------------------------------------------------------------------------
+    def _claim_path(self, run_id: str) -> Path:
+        return self.dir / "claims" / run_id
+
+    def claim_holder(self, run_id: str) -> Optional[dict]:
+        """Who holds a live claim on ``run_id`` (None if unclaimed or stale)."""
+        path = self._claim_path(run_id)
+        try:
+            info = json.loads(path.read_text())
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return None
+        if info.get("host") == socket.gethostname():
+            try:
+                os.kill(int(info["pid"]), 0)
+            except (OSError, ValueError, KeyError):
+                return None  # that process is gone: the claim is stale
+            return info
+        return info if age < CLAIM_TTL_S else None
+
+    def claim(self, run_id: str) -> bool:
+        """Claim ``run_id`` for this process; False if another live process holds it."""
+        path = self._claim_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self.claim_holder(run_id)
+                if holder is not None and holder.get("pid") != os.getpid():
+                    return False
+                try:  # stale (or our own): take it over
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+            return True
+        return False
+
+    def release(self, run_id: str) -> None:
+        try:
+            self._claim_path(run_id).unlink()
+        except FileNotFoundError:
+            pass
+
     def run_ids(self) -> list[str]:
         if not self.dir.is_dir():
             return []
         return sorted(p.name for p in self.dir.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and p.name != "logs"
+                      if p.is_dir() and not p.name.startswith(".")
+                      and p.name not in ("logs", "claims")
                       and (p / "record.json").is_file())
 
     def records(self) -> Iterator[dict]:

@@ -19,7 +19,7 @@ from multiprocessing.connection import wait
 from typing import Callable, Optional
 
 from ..grid import RunSpec
-from ..store import Store
+from ..store import FINISHED, Store
 
 
 def visible_gpus() -> list[str]:
@@ -141,7 +141,7 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
     """Run ``specs`` on worker processes; returns counts by status."""
     from ..runner import record_failure
 
-    counts = {"done": 0, "failed": 0, "skipped": 0}
+    counts = {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
     if not specs:
         return counts
     ctx = mp.get_context("spawn")  # fresh interpreters: no CUDA state inherited from the parent
@@ -154,8 +154,18 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
     try:
         while queue or any(w.task for w in workers):
             for w in workers:
-                if w.task is None and queue:
-                    w.task = queue.pop(0)
+                while w.task is None and queue:
+                    spec = queue.pop(0)
+                    if not store.claim(spec.run_id):  # another bench run is computing it
+                        counts["elsewhere"] += 1
+                        on_result(spec, "elsewhere")
+                        continue
+                    if store.status(spec.run_id) in FINISHED:  # finished since we planned
+                        store.release(spec.run_id)
+                        counts["elsewhere"] += 1
+                        on_result(spec, "elsewhere")
+                        continue
+                    w.task = spec
                     w.conn.send(w.task.to_dict())
             ready = wait([w.conn for w in workers if w.task] +
                          [w.proc.sentinel for w in workers if w.task], timeout=5.0)
@@ -169,6 +179,7 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
                         status = None
                     if status is not None:
                         counts[status] = counts.get(status, 0) + 1
+                        store.release(w.task.run_id)
                         on_result(w.task, status)
                         w.task = None
                         continue
@@ -178,10 +189,13 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
                                                 f"{w.proc.exitcode}) while running; see "
                                                 f"{store.log_path(spec.run_id)}")
                     counts["failed"] += 1
+                    store.release(spec.run_id)
                     on_result(spec, "failed")
                     workers[i] = start(w.slot)
     finally:
         for w in workers:
+            if w.task is not None:
+                store.release(w.task.run_id)
             try:
                 if w.proc.is_alive():
                     w.conn.send(None)

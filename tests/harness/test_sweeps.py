@@ -87,3 +87,29 @@ def test_resume_after_kill_minus_nine(toy_root, tmp_path, bench_env):
     for rid, mtime in before.items():  # runs finished before the kill were kept, not redone
         assert (res / "main" / rid / "record.json").stat().st_mtime_ns == mtime
     assert not list((res / "main").glob(".tmp-*"))
+
+
+def test_claimed_runs_are_left_to_their_live_holder(toy_root, tmp_path, bench_env):
+    """Two `bench run` on one results folder never compute the same run: a run claimed by a
+    live process is left alone; a claim of a dead process is stale and taken over."""
+    from bench.grid import SweepConfig, expand
+    from bench.store import Store
+    res = tmp_path / "res"
+    cfg = dict(methods=["pixelknn"], datasets=[str(toy_root)], subsets=["alpha"],
+               setting="general", seeds=2)
+    ids = [s.run_id for s in expand(SweepConfig(**cfg)).specs]
+    store = Store(res, "main")
+    assert store.claim(ids[0])                       # held by this (live) test process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = store.dir / "claims" / ids[1]
+    stale.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": int(dead)}))
+    args = ["run", "--methods", "pixelknn", "--datasets", str(toy_root), "--subsets", "alpha",
+            "--setting", "general", "--seeds", "2", "--results", str(res), "--no-table"]
+    out = run_bench(args, bench_env, timeout=120)
+    assert "1 done" in out.stdout and "1 left to another" in out.stdout, out.stdout
+    assert store.status(ids[0]) is None and store.status(ids[1]) == "done"
+    assert not stale.exists()                        # released after its record was written
+    store.release(ids[0])
+    out = run_bench(args, bench_env, timeout=120)
+    assert "1 done" in out.stdout and store.status(ids[0]) == "done"
