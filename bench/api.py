@@ -185,6 +185,15 @@ class Method(abc.ABC):
         Methods with a torch model return ``{"model": module.state_dict()}``."""
         return {}
 
+    def _check_image_size(self, images: np.ndarray, size: int) -> None:
+        """Refuse images of another size than ``fit`` saw: the features (and top-K counts)
+        would silently change."""
+        if isinstance(images, np.ndarray) and images.ndim == 4 and \
+                images.shape[1:3] != (size, size):
+            raise ValueError(f"{type(self).__name__} was fitted on {size} px images but score() "
+                             f"got {images.shape[1]}×{images.shape[2]}; resize them to the fit "
+                             f"size")
+
     def _check_fitted(self, *attrs: str) -> None:
         missing = [a for a in attrs if getattr(self, a, None) is None]
         if missing:

@@ -251,10 +251,7 @@ class DeepSAD(Method):
 
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_", "c_")
-        if isinstance(images, np.ndarray) and images.ndim == 4 and \
-                images.shape[1:3] != (self.img_size_, self.img_size_):
-            raise ValueError(f"DeepSAD was fitted on {self.img_size_} px images but score() "
-                             f"got {images.shape[1]}×{images.shape[2]}")
+        self._check_image_size(images, self.img_size_)
         model, c = self.model_, self.c_
         return predict_in_batches(lambda x: (model(x) - c).pow(2).sum(dim=1), images,
                                   self.test_batch_size, self.device_, modules=model)

@@ -149,10 +149,7 @@ class BalancedPyramidMethod(Method):
 
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_")
-        if isinstance(images, np.ndarray) and images.ndim == 4 and \
-                images.shape[1:3] != (self.img_size_, self.img_size_):
-            raise ValueError(f"{type(self).__name__} was fitted on {self.img_size_} px images "
-                             f"but score() got {images.shape[1]}×{images.shape[2]}")
+        self._check_image_size(images, self.img_size_)
         return predict_in_batches(self.model_, images, self.test_batch_size, self.device_)
 
     def state_dict(self) -> dict:

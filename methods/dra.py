@@ -563,9 +563,7 @@ class DRA(Method):
                              f"{getattr(images, 'dtype', type(images))} "
                              f"{getattr(images, 'shape', '')}")
         p, model, dev = self.effective_params_, self.model_, self.device_
-        if images.shape[1:3] != (p["img_size"], p["img_size"]):
-            raise ValueError(f"DRA was fitted on {p['img_size']} px images but score() got "
-                             f"{images.shape[1]}×{images.shape[2]}; resize them to the fit size")
+        self._check_image_size(images, p["img_size"])
         if len(images) == 0:
             return np.zeros(0, dtype=np.float64)
         # A score-time stream seeded from the run seed: the same call gives the same scores.

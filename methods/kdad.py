@@ -276,10 +276,7 @@ class KDAD(Method):
 
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_", "teacher_")
-        if isinstance(images, np.ndarray) and images.ndim == 4 and \
-                images.shape[1:3] != (self.img_size_, self.img_size_):
-            raise ValueError(f"KDAD was fitted on {self.img_size_} px images but score() got "
-                             f"{images.shape[1]}×{images.shape[2]}")
+        self._check_image_size(images, self.img_size_)
         teacher, cloner = self.teacher_, self.model_
 
         def fn(batch_u8: torch.Tensor) -> torch.Tensor:

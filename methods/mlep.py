@@ -209,10 +209,7 @@ class MLEP(Method):
 
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_")
-        if isinstance(images, np.ndarray) and images.ndim == 4 and \
-                images.shape[1:3] != (self.img_size_, self.img_size_):
-            raise ValueError(f"MLEP was fitted on {self.img_size_} px images but score() got "
-                             f"{images.shape[1]}×{images.shape[2]}")
+        self._check_image_size(images, self.img_size_)
         model = self.model_
         return predict_in_batches(lambda x: reconstruction_error(model, x), images,
                                   self.test_batch_size, self.device_, modules=model)

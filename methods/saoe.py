@@ -252,10 +252,7 @@ class SAOE(Method):
 
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_")
-        if isinstance(images, np.ndarray) and images.ndim == 4 and \
-                images.shape[1:3] != (self.img_size_, self.img_size_):
-            raise ValueError(f"SAOE was fitted on {self.img_size_} px images but score() got "
-                             f"{images.shape[1]}×{images.shape[2]}")
+        self._check_image_size(images, self.img_size_)
         model = self.model_
         return predict_in_batches(lambda x: anomaly_score(model(x), self.score_fn), images,
                                   self.test_batch_size, self.device_, modules=model)
