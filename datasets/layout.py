@@ -62,8 +62,10 @@ def file_sha256(path: Path) -> str:
 
 
 class _HashCache:
-    """Content hashes keyed by (path, size, mtime), kept in a JSON file beside the data so a
-    dataset is hashed once, not at every run."""
+    """Content hashes keyed by (path, size, mtime, inode, ctime), kept in a JSON file beside
+    the data so a dataset is hashed once, not at every run. Inode and ctime catch a file
+    replaced in place with its size and mtime kept (``rsync -a``, ``tar``, ``cp -p``): the
+    replacement is a new inode, and restoring an mtime updates the ctime."""
 
     def __init__(self, root: Path):
         self.file = root / ".bench_hashes.json"
@@ -76,7 +78,7 @@ class _HashCache:
     def get(self, root: Path, rel: str) -> str:
         p = root / rel
         st = p.stat()
-        key = f"{st.st_size}:{st.st_mtime_ns}"
+        key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
         hit = self.table.get(rel)
         if hit and hit[0] == key:
             return hit[1]
@@ -120,7 +122,7 @@ class SubsetIndex:
 
     @cached_property
     def hashes(self) -> dict[str, str]:
-        """sha256 of every image file (cached on disk by size and mtime)."""
+        """sha256 of every image file (cached on disk by size, mtime, inode and ctime)."""
         cache = _HashCache(self.root)
         out = {rel: cache.get(self.root, rel) for rel in self.all_files}
         cache.save()
