@@ -276,7 +276,7 @@ def summarize(runs: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
         vals = done[metric].astype(float)
         by_seed = dict(zip(done["seed"].astype(int), vals))
         recorded = [d for d in grp["_deviations"] if d is not None]
-        devs = sorted({x for d in recorded for x in d})
+        devs = list(dict.fromkeys(x for d in recorded for x in d))  # planner's order
         if len(recorded) < len(grp):
             devs.append("not recorded (records of an older harness)")
         rows.append(dict(zip(keys, key), mean=float(vals.mean()) if len(vals) else np.nan,
