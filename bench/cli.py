@@ -223,9 +223,8 @@ def cmd_run(args) -> int:
     for s, reason in plan.failed:
         if store.status(s.run_id) is None or cfg.retry_failed:
             record_failure(s, store, reason)
-    if todo:  # decode every image once now: a broken file stops the sweep here, named
-        prefetch_images(todo)
     if todo:
+        prefetch_images(todo)  # every image decoded once now: a broken file stops us here
         slots = plan_slots(cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
         print(f"{len(slots)} worker(s): {', '.join(sl.describe() for sl in slots)}; logs in "
               f"{store.dir / 'logs'}")
@@ -260,7 +259,7 @@ def cmd_run(args) -> int:
                  f"(running or finished there)" if counts["elsewhere"] else ""))
         for line in reason_lines(reasons["skipped"], "skipped") + \
                 reason_lines(reasons["failed"], "failed"):
-            print(line)
+            print(line, file=sys.stderr)
     if not args.no_table:
         _print_plan_table(store, [s.run_id for s in plan.specs] +
                           [s.run_id for s, _ in plan.skipped + plan.failed])
@@ -304,7 +303,7 @@ def _print_plan_table(store, run_ids: list[str]) -> None:
     runs = frame_from_entries(store.entries(run_ids))
     if runs.empty:
         return
-    tables, _ = build_tables(runs)
+    tables, _, _ = build_tables(runs)
     for t in tables:
         print("\n" + t.markdown())
 
@@ -369,6 +368,8 @@ def cmd_report(args) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for note in printed.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     for md in printed.get("markdown", []):
         print(md)
     if "paper" in printed:

@@ -143,7 +143,8 @@ def _typed_option(path: Path, name: str, key: str, v: Any) -> Any:
         if key in ("shots", "seed_list") and not all(isinstance(x, int) and
                                                      not isinstance(x, bool) for x in v):
             raise bad("integers")
-        v = [str(x) if key != "shots" and key != "seed_list" else x for x in v]
+        if key not in ("shots", "seed_list"):
+            v = [str(x) for x in v]
     elif isinstance(v, (int, float)) and not isinstance(v, bool):
         v = str(v)  # e.g. `gpus: 0`, `name: 2024`
     elif not isinstance(v, str):

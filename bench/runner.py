@@ -121,7 +121,7 @@ def prefetch_images(specs: list[RunSpec], cache_dir: Optional[Path] = None,
     before any worker starts: an undecodable file stops the sweep here with one message
     naming it (:class:`~bench.datasets.images.ImageDecodeError`) instead of failing every
     run that reads it; the workers then only map the cached arrays."""
-    from .datasets.cache import decoded_array, load_outliers
+    from .datasets.cache import decoded_array, is_cached, load_outliers
 
     done: set = set()
     for spec in specs:
@@ -129,12 +129,19 @@ def prefetch_images(specs: list[RunSpec], cache_dir: Optional[Path] = None,
         key = (spec.dataset_root, spec.subset, spec.subset_fingerprint, size)
         if key not in done:
             done.add(key)
-            index = _subset_index(spec)
-            decoded_array(index.root, index.all_files, index.fingerprint, size, cache_dir)
+            if not is_cached(spec.subset_fingerprint, size, cache_dir):
+                index = _subset_index(spec)
+                log(f"decoding {len(index.all_files)} images of {spec.dataset}/{spec.subset} "
+                    f"at {size} px into the cache")
+                decoded_array(index.root, index.all_files, index.fingerprint, size, cache_dir)
         okey = (spec.outliers_root, spec.outliers_fingerprint, size)
         if spec.outliers_root and okey not in done:
             done.add(okey)
-            load_outliers(_outlier_pool(spec), size, cache_dir)
+            pool = _outlier_pool(spec)
+            if not all(is_cached(fp, size, cache_dir) for _, _, fp in pool.groups):
+                log(f"decoding the {len(pool.paths)} outlier images of {spec.outliers} for "
+                    f"{spec.dataset}/{spec.subset} at {size} px into the cache")
+            load_outliers(pool, size, cache_dir)
 
 
 def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):

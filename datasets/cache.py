@@ -62,6 +62,13 @@ def _decode_into(arr: np.ndarray, root: Path, paths: Sequence[str], size: int) -
                                f"check` lists every problem of a dataset), then rerun")
 
 
+def is_cached(fingerprint: str, size: int, cache_dir: Path | None = None) -> bool:
+    """Whether the decoded array of (``fingerprint``, ``size``) is already built."""
+    cache = Path(cache_dir or default_cache_dir()) / "decoded"
+    key = _key(fingerprint, size)
+    return (cache / f"{key}.npy").is_file() and (cache / f"{key}.json").is_file()
+
+
 def decoded_array(root: Path, paths: Sequence[str], fingerprint: str, size: int,
                   cache_dir: Path | None = None) -> tuple[np.ndarray, dict[str, int]]:
     """Memory-mapped uint8 array of ``paths`` (relative to ``root``) at ``size``, plus the
@@ -70,9 +77,9 @@ def decoded_array(root: Path, paths: Sequence[str], fingerprint: str, size: int,
     cache = Path(cache_dir or default_cache_dir()) / "decoded"
     key = _key(fingerprint, size)
     arr_path, idx_path = cache / f"{key}.npy", cache / f"{key}.json"
-    if not (arr_path.is_file() and idx_path.is_file()):
+    if not is_cached(fingerprint, size, cache_dir):
         with _locked(cache / f"{key}.lock"):
-            if not (arr_path.is_file() and idx_path.is_file()):  # another worker built it
+            if not is_cached(fingerprint, size, cache_dir):  # another worker built it
                 arr = np.empty((len(paths), size, size, 3), dtype=np.uint8)
                 _decode_into(arr, root, paths, size)
                 tmp = arr_path.with_name(f".{key}.{os.getpid()}.npy")

@@ -237,6 +237,7 @@ def assign_variants(runs: pd.DataFrame) -> pd.DataFrame:
     for k, cfgs in configs_in_cell.items():
         configs_of_method.setdefault(method_of_cell[k], set()).update(cfgs)
     labels: dict[str, str] = {}
+    shown_of: dict[str, list[str]] = {}
     for m, keys in varying.items():
         # the preset alone names the columns when it tells every cell's configurations apart
         by_preset = all(len({(config_of[c] or {}).get("preset") for c in cfgs}) == len(cfgs)
@@ -244,6 +245,7 @@ def assign_variants(runs: pd.DataFrame) -> pd.DataFrame:
                         for cfgs in multi[m])
         shown = ["preset"] if "preset" in keys and by_preset else \
             sorted(keys, key=lambda n: (n != "preset", n in _LABEL_NAMES.values(), n))
+        shown_of[m] = shown
         for c in configs_of_method[m]:
             d = config_of.get(c) or {}
             labels[c] = ", ".join(_fmt(n, d.get(n)) for n in shown)
@@ -255,7 +257,26 @@ def assign_variants(runs: pd.DataFrame) -> pd.DataFrame:
             for c in cfgs:
                 labels[c] = (labels.get(c, "") + f" config {c[:6]}").strip()
     runs["variant"] = runs["config_id"].map(lambda c: labels.get(c, ""))
+    runs.attrs["variant_keys"] = shown_of
     return runs
+
+
+_FILTER_OF = {"preset": "--preset NAME", "weights": "--where weights=VALUE",
+              "outliers": "--where outliers=VALUE", "split": "--where split_policy=VALUE",
+              "version": "--where method_version=VALUE"}
+
+
+def variant_notes(variant_keys: dict[str, list[str]]) -> list[str]:
+    """One line per method shown in several configurations: what tells them apart and the
+    filter that selects one."""
+    out = []
+    for m, keys in sorted(variant_keys.items()):
+        how = sorted({_FILTER_OF.get(k, f"--where {m}.{k}=VALUE" if k not in
+                                     _LABEL_NAMES.values() else "--name SWEEP (or remove "
+                                     "the stale runs)") for k in keys})
+        out.append(f"{m}: several configurations share table cells; they are separate "
+                   f"columns named by {', '.join(keys)}; select one with {' or '.join(how)}")
+    return out
 
 
 # -- summary --------------------------------------------------------------------------------
@@ -486,10 +507,12 @@ def caption_for(runs: pd.DataFrame, setting: str, metric: str, has_variants: boo
     return " ".join(parts)
 
 
-def build_tables(runs: pd.DataFrame, metric: str = "auroc") -> tuple[list[Table], pd.DataFrame]:
-    """The general and hard tables of ``runs`` (one configuration per cell) and the summary
-    behind them."""
+def build_tables(runs: pd.DataFrame, metric: str = "auroc"
+                 ) -> tuple[list[Table], pd.DataFrame, list[str]]:
+    """The general and hard tables of ``runs`` (one configuration per cell), the summary
+    behind them and notes on the configurations shown side by side."""
     runs = assign_variants(runs)
+    notes = variant_notes(runs.attrs.get("variant_keys", {}))
     summary = summarize(runs, metric)
     name = _METRIC_TITLES.get(metric, metric)
     tables = []
@@ -500,7 +523,7 @@ def build_tables(runs: pd.DataFrame, metric: str = "auroc") -> tuple[list[Table]
         has_variants = bool((summary.loc[summary["setting"] == setting, "variant"] != "").any())
         tables.append(Table(setting, f"{name}, {setting} setting (mean±std over seeds)",
                             caption_for(runs, setting, metric, has_variants), text, means))
-    return tables, summary
+    return tables, summary, notes
 
 
 # -- the report folder ------------------------------------------------------------------------
@@ -532,11 +555,11 @@ def write_report(results: Path | str, out: Path | str, formats: list[str],
         raise ReportError("the paper reports AUC-ROC only; use --metric auroc with "
                           "--compare-paper")
     runs = filter_runs(runs, where, preset)
-    tables, summary = build_tables(runs, metric)
+    tables, summary, notes = build_tables(runs, metric)
     files: dict[str, str] = {"runs.csv": public_runs(runs).to_csv(index=False),
                              "summary.csv": summary.drop(columns=["seed_values"])
                              .to_csv(index=False)}
-    printed: dict = {"notes": []}
+    printed: dict = {"notes": notes}
     for t in tables:
         if "markdown" in formats:
             files[f"table_{t.setting}.md"] = t.markdown()

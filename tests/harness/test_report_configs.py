@@ -32,7 +32,7 @@ def test_two_configurations_of_one_cell_are_never_pooled(toy_root, tmp_path, cap
     assert {s.config_id for s in a.specs}.isdisjoint({s.config_id for s in b.specs})
     assert len({s.config_id for s in a.specs if s.subset == "alpha"}) == 1  # seeds share one
     runs = load_runs(res)
-    tables, summary = build_tables(runs)
+    tables, summary, notes = build_tables(runs)
     (general,) = tables
     assert list(general.text.columns) == ["pixelknn [k=1]", "pixelknn [k=3]"]
     for k, col in ((1, "pixelknn [k=1]"), (3, "pixelknn [k=3]")):
@@ -41,6 +41,8 @@ def test_two_configurations_of_one_cell_are_never_pooled(toy_root, tmp_path, cap
         assert len(mine) == 2  # two seeds, not four
         assert general.means.loc[("toy", "alpha"), col] == pytest.approx(mine.mean())
     assert "never pooled" in general.caption
+    assert notes == ["pixelknn: several configurations share table cells; they are separate "
+                     "columns named by k; select one with --where pixelknn.k=VALUE"]
     # the CLI report says the same, and --where selects one configuration (one plain column)
     out = tmp_path / "rep"
     assert main(["report", "--results", str(res), "--out", str(out)]) == 0
@@ -63,10 +65,10 @@ def test_preset_filter_and_preset_label(toy_root, tmp_path):
     _sweep(toy_root, store, preset="paper", seeds=1)
     runs = load_runs(res)
     assert set(runs["preset"]) == {"quick", "paper"}
-    (general,), _ = build_tables(runs)
+    (general,), _, _ = build_tables(runs)
     # the two presets differ in several parameters; the preset alone names the columns
     assert list(general.text.columns) == ["pixelknn [preset=paper]", "pixelknn [preset=quick]"]
-    (only,), _ = build_tables(filter_runs(runs, preset="quick"))
+    (only,), _, _ = build_tables(filter_runs(runs, preset="quick"))
     assert list(only.text.columns) == ["pixelknn"]
     with pytest.raises(ReportError, match="presets present: quick"):
         filter_runs(filter_runs(runs, preset="quick"), preset="paper")
@@ -91,20 +93,20 @@ def test_mean_rows_are_per_seed_means_then_mean_std_over_seeds():
     b = [0.9, 0.5, 0.7]
     entries = [_entry("carpet", s, v) for s, v in enumerate(a)] + \
               [_entry("leather", s, v) for s, v in enumerate(b)]
-    (general,), _ = build_tables(frame_from_entries(entries))
+    (general,), _, _ = build_tables(frame_from_entries(entries))
     # hand-computed: per-seed means 0.75, 0.60, 0.75 -> mean 0.700, sample std 0.0866
     assert general.text.loc[("mvtec_ad", "Mean"), "DRA (10)"] == "0.700±0.087"
     assert general.means.loc[("mvtec_ad", "Mean"), "DRA (10)"] == pytest.approx(0.7)
     assert "within each seed, then mean±std over the seeds" in general.caption
     # a seed missing from one row is left out of the Mean row, which then says n
     entries = entries[:-1]  # leather has seeds 0, 1 only -> seed means 0.75, 0.60
-    (general,), _ = build_tables(frame_from_entries(entries))
+    (general,), _, _ = build_tables(frame_from_entries(entries))
     assert general.text.loc[("mvtec_ad", "Mean"), "DRA (10)"] == \
         f"0.675±{np.std([0.75, 0.6], ddof=1):.3f} (n=2)"
     # hard setting: the Mean row of a subset over its known classes, per seed
     hard = [_entry("carpet", s, v, "hard", "color") for s, v in enumerate([0.6, 0.8])] + \
            [_entry("carpet", s, v, "hard", "cut") for s, v in enumerate([0.7, 0.4])]
-    (table,), _ = build_tables(frame_from_entries(hard))
+    (table,), _, _ = build_tables(frame_from_entries(hard))
     # per-seed means 0.65, 0.60 -> 0.625 ± 0.035
     assert table.text.loc[("mvtec_ad", "carpet", "Mean"), "DRA (10)"] == "0.625±0.035"
 
@@ -116,13 +118,13 @@ def test_split_policy_in_captions_and_runs_csv(toy_root, tmp_path):
     seeded = load_runs(res, ["seeded"])
     fixed = load_runs(res, ["fixed"])
     assert set(seeded.split_policy) == {"seed"} and set(fixed.split_policy) == {"fixed:42"}
-    (t_seed,), _ = build_tables(seeded)
-    (t_fixed,), _ = build_tables(fixed)
+    (t_seed,), _, _ = build_tables(seeded)
+    (t_fixed,), _, _ = build_tables(fixed)
     assert "the split seed is each run's seed" in t_seed.caption
     assert "--split-seed 42" in t_seed.caption
     assert "one split for every seed (split seed 42)" in t_fixed.caption
     # both in one report: two configurations, labelled by their split policy
-    (both,), _ = build_tables(load_runs(res))
+    (both,), _, _ = build_tables(load_runs(res))
     assert list(both.text.columns) == ["pixelknn [split=42]", "pixelknn [split=seed]"]
     out = tmp_path / "rep"
     assert main(["report", "--results", str(res), "--out", str(out)]) == 0
@@ -144,7 +146,7 @@ def test_old_records_without_new_fields_form_their_own_configuration(toy_root, t
     for k in ("config_id", "preset", "split_policy"):
         rec.pop(k, None)
     store.write_run("oldrun", {"spec.json": json.dumps(spec), "record.json": json.dumps(rec)})
-    (t,), _ = build_tables(load_runs(res))
+    (t,), _, _ = build_tables(load_runs(res))
     assert any("decoder unrecorded" in c for c in t.text.columns), list(t.text.columns)
     assert len(t.text.columns) == 2, list(t.text.columns)
 
