@@ -28,6 +28,10 @@ SHARED_SHOTS = 0
 _BOOT_CHUNK = 256  # bootstrap resamples drawn per chunk; fixed so a seed always means one result
 
 
+class NotTestable(ValueError):
+    """Too few methods or complete blocks for a test: a gap in a report, not bad input."""
+
+
 def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -68,7 +72,7 @@ def average_ranks(matrix: pd.DataFrame) -> pd.Series:
     from scipy.stats import rankdata
 
     if matrix.empty:
-        raise ValueError("average_ranks: no complete block (every row lacks some method)")
+        raise NotTestable("no complete block (every row lacks some method)")
     ranks = rankdata(-matrix.to_numpy(dtype=float), axis=1, method="average")
     return pd.Series(ranks.mean(axis=0), index=matrix.columns, name="avg_rank")
 
@@ -77,7 +81,8 @@ def average_ranks(matrix: pd.DataFrame) -> pd.Series:
 class FriedmanResult:
     """Friedman's χ² (tie-corrected, as scipy computes it) over ``n_blocks`` blocks and ``k``
     methods, with Iman and Davenport's F form (Demšar eq. 2), the average ranks and the
-    Nemenyi critical difference at ``alpha``."""
+    Nemenyi critical difference at ``alpha``. ``note`` says why a shot group could not be
+    tested (its numbers are then NaN)."""
     statistic: float
     pvalue: float
     iman_davenport_f: float
@@ -88,6 +93,7 @@ class FriedmanResult:
     alpha: float
     cd: float
     dropped: list = field(default_factory=list)
+    note: str = ""
 
 
 def friedman(matrix: pd.DataFrame, *, alpha: float = 0.05, dropped: Sequence = ()) \
@@ -98,11 +104,11 @@ def friedman(matrix: pd.DataFrame, *, alpha: float = 0.05, dropped: Sequence = (
 
     n, k = matrix.shape
     if k < 3:
-        raise ValueError(f"friedman: needs at least 3 methods, got {k} ({list(matrix.columns)});"
-                         f" compare two methods with pairwise_wilcoxon")
+        raise NotTestable(f"the Friedman test needs at least 3 methods, got {k} "
+                          f"({list(matrix.columns)}); compare two with pairwise_wilcoxon")
     if n < 2:
-        raise ValueError(f"friedman: needs at least 2 complete blocks, got {n}"
-                         f"{f' ({len(dropped)} dropped for a missing method)' if dropped else ''}")
+        raise NotTestable(f"the Friedman test needs at least 2 complete blocks, got {n}"
+                          f"{f' ({len(dropped)} dropped for a missing method)' if dropped else ''}")
     x = matrix.to_numpy(dtype=float)
     if np.all(x == x[:, :1]):  # every block ties all methods: no evidence of any difference
         stat, p = 0.0, 1.0
@@ -131,11 +137,20 @@ def friedman_by_shots(frame: pd.DataFrame, *, block: str | Sequence[str] = "data
                       method: str = "method", value: str = "auroc", shots: str = "shots",
                       alpha: float = 0.05) -> dict[int, FriedmanResult]:
     """One Friedman test per shot count over the blocks of a tidy frame (one row per block,
-    method and shot count)."""
+    method and shot count). A group with too few methods or complete blocks gets a result
+    with NaN numbers and a ``note`` saying why; the other groups are still tested."""
     out = {}
     for k, rows in shot_groups(frame, shots).items():
         mat, dropped = score_matrix(rows, block=block, method=method, value=value)
-        out[k] = friedman(mat, alpha=alpha, dropped=dropped)
+        try:
+            out[k] = friedman(mat, alpha=alpha, dropped=dropped)
+        except NotTestable as exc:
+            nan = float("nan")
+            out[k] = FriedmanResult(statistic=nan, pvalue=nan, iman_davenport_f=nan,
+                                    iman_davenport_p=nan, n_blocks=len(mat), k=mat.shape[1],
+                                    avg_ranks=(average_ranks(mat) if len(mat) else
+                                               pd.Series(nan, index=mat.columns, name="avg_rank")),
+                                    alpha=alpha, cd=nan, dropped=list(dropped), note=str(exc))
     return out
 
 
@@ -146,7 +161,7 @@ def friedman_table(results: dict[int, FriedmanResult]) -> pd.DataFrame:
         rows.append({"shots": k, "blocks": r.n_blocks, "methods": r.k,
                      "chi2": r.statistic, "p": r.pvalue, "F (Iman-Davenport)": r.iman_davenport_f,
                      "p (F)": r.iman_davenport_p, f"CD (alpha={r.alpha:g})": r.cd,
-                     "dropped blocks": len(r.dropped)})
+                     "dropped blocks": len(r.dropped), "note": r.note})
     return pd.DataFrame(rows)
 
 
@@ -217,7 +232,7 @@ def pairwise_wilcoxon(matrix: pd.DataFrame, *, alpha: float = 0.05,
     if control is not None and control not in cols:
         raise ValueError(f"pairwise_wilcoxon: control {control!r} is not one of {cols}")
     if len(matrix) < 1:
-        raise ValueError("pairwise_wilcoxon: no complete block")
+        raise NotTestable("pairwise_wilcoxon: no complete block")
     pairs = ([(control, c) for c in cols if c != control] if control is not None else
              [(a, b) for i, a in enumerate(cols) for b in cols[i + 1:]])
     rows = []

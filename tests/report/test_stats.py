@@ -68,8 +68,18 @@ def test_duplicate_cells_and_bad_input_are_refused():
         stats.score_matrix(df)
     with pytest.raises(ValueError, match="lacks column"):
         stats.score_matrix(_tidy().drop(columns="auroc"))
-    with pytest.raises(ValueError, match="at least 3 methods"):
+    with pytest.raises(stats.NotTestable, match="at least 3 methods"):
         stats.friedman(stats.score_matrix(_tidy({"A": [1, 2], "B": [2, 1]}))[0])
+
+
+def test_an_untestable_shot_group_is_a_marked_gap_not_an_error():
+    two = _tidy({"A": [0.9, 0.8], "B": [0.7, 0.6]}, shots=1)
+    res = stats.friedman_by_shots(pd.concat([two, _tidy(shots=10)]))
+    assert res[10].statistic == pytest.approx(4.5) and res[10].note == ""
+    assert np.isnan(res[1].statistic) and "at least 3 methods" in res[1].note
+    assert res[1].avg_ranks.to_dict() == {"A": 1.0, "B": 2.0}
+    table = stats.friedman_table(res)
+    assert table.set_index("shots").loc[1, "note"] == res[1].note
 
 
 def test_friedman_by_shots_lets_zero_shot_methods_compete_in_every_group():
