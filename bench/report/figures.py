@@ -162,10 +162,13 @@ def sample_efficiency(frame: pd.DataFrame, out: Path | str, *, value: str = "aur
 
     ``frame``: columns ``method``, ``shots``, ``value``; one row per table cell (dataset or
     subset). Each point is the mean over that method's rows at that shot count; a method that
-    lacks a shot count is marked "(no <k>-shot value)" in the legend."""
+    lacks a shot count is marked "(no <k>-shot value)" in the legend. A method trained without
+    labelled anomalies (shots 0, e.g. KDAD) is a dashed horizontal line."""
     _require(frame, ["method", "shots", value], "sample_efficiency")
     means = _mean_cells(frame, ["method", "shots"], value)
-    shots = sorted({int(k) for k in frame["shots"]})
+    shots = sorted({int(k) for k in frame["shots"]} - {0})
+    if not shots:
+        raise ValueError("sample_efficiency: no row with labelled anomalies (shots > 0)")
     order = _order(frame["method"], methods)
     colours = _palette(len(order))
     with _style():
@@ -174,6 +177,13 @@ def sample_efficiency(frame: pd.DataFrame, out: Path | str, *, value: str = "aur
         x = np.arange(len(shots))
         lows = []
         for i, m in enumerate(order):
+            if (m, 0) in means.index:  # no labelled anomalies: one value for every shot count
+                v = float(means[(m, 0)])
+                lows.append(v)
+                ax.axhline(v, ls="--", lw=1.2, color=colours[i],
+                           label=f"{m} (no labelled anomalies)" if np.isfinite(v)
+                           else f"{m} (no value)")
+                continue
             y = np.array([means.get((m, k), np.nan) for k in shots], dtype=float)
             lows.extend(y)
             gaps = [k for k, v in zip(shots, y) if not np.isfinite(v)]

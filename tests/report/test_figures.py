@@ -140,8 +140,10 @@ def test_fig3_averages_datasets_per_domain(tmp_path):
 def test_sample_efficiency_names_missing_shot_counts(tmp_path):
     df = _cells()
     df = df[~((df.method == "DRA") & (df.shots == 1))]
+    df = pd.concat([df[df.method != "KDAD"], df[df.method == "KDAD"].assign(shots=0)])
     (svg,) = F.sample_efficiency(df, tmp_path / "s", formats=("svg",))
-    assert "DRA (no 1-shot value)" in _svg_text(svg)
+    text = _svg_text(svg)
+    assert "DRA (no 1-shot value)" in text and "KDAD (no labelled anomalies)" in text
 
 
 def test_score_distributions_groups_and_counts(tmp_path):
