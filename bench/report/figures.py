@@ -39,12 +39,11 @@ _METADATA = {"png": {"Software": None},
 # -- shared plumbing -----------------------------------------------------------------------
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    from .stats import require_columns
+
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"{what}: expects a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what}: the frame lacks column(s) {missing}; it has "
-                         f"{list(frame.columns)}")
+    require_columns(frame, columns, what)
     if frame.empty:
         raise ValueError(f"{what}: the frame has no rows; nothing to plot")
 
@@ -207,12 +206,10 @@ def hard_heatmap(frame: pd.DataFrame, out: Path | str, *, row: str = "subset",
     ``frame``: columns ``row``, ``method``, ``value``; exactly one row per (row, method)."""
     import seaborn as sns
 
+    from .stats import require_one_per_cell
+
     _require(frame, [row, "method", value], "hard_heatmap")
-    dup = frame.duplicated([row, "method"], keep=False)
-    if dup.any():
-        first = frame.loc[dup, [row, "method"]].iloc[0].tolist()
-        raise ValueError(f"hard_heatmap: {int(dup.sum())} rows share a ({row}, method) key, "
-                         f"e.g. {first}; pass one row per cell (e.g. the mean over seeds)")
+    require_one_per_cell(frame, [row, "method"], "hard_heatmap")
     rows, cols = _order(frame[row]), _order(frame["method"], methods)
     mat = (frame.assign(_v=pd.to_numeric(frame[value], errors="coerce"))
            .set_index([row, "method"])["_v"].unstack("method").reindex(index=rows, columns=cols))

@@ -319,8 +319,8 @@ def write_page(path: Path | str, title: str, sections: Sequence[Section], *,
     """Render the page and write it to ``path`` atomically (temp name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_page(title, sections, path.parent, environment=environment, runs=runs)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from .tables import _atomic_text
+
+    _atomic_text(path, render_page(title, sections, path.parent, environment=environment,
+                                   runs=runs))
     return path

@@ -32,11 +32,22 @@ class NotTestable(ValueError):
     """Too few methods or complete blocks for a test: a gap in a report, not bad input."""
 
 
-def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """Refuse a frame that lacks any of ``columns``, naming them and the frame's columns."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{what}: the frame lacks column(s) {missing}; it has "
                          f"{list(frame.columns)}")
+
+
+def require_one_per_cell(frame: pd.DataFrame, keys: Sequence[str], what: str) -> None:
+    """Refuse two rows with the same ``keys``: a cell's number must be chosen by the caller
+    (e.g. the mean over seeds), never averaged here without a caption saying so."""
+    dup = frame.duplicated(list(keys), keep=False)
+    if dup.any():
+        first = frame.loc[dup, list(keys)].iloc[0].tolist()
+        raise ValueError(f"{what}: {int(dup.sum())} rows share a {tuple(keys)} key, e.g. "
+                         f"{first}; pass one row per cell (e.g. the mean over seeds)")
 
 
 # -- blocks × methods ----------------------------------------------------------------------
@@ -50,12 +61,8 @@ def score_matrix(frame: pd.DataFrame, *, block: str | Sequence[str] = "dataset",
     block. Two rows for the same (block, method) are an error (pass one value per cell, e.g. the
     mean over seeds). ``methods`` fixes the column order (default: order of appearance)."""
     blocks = [block] if isinstance(block, str) else list(block)
-    _require(frame, blocks + [method, value], "score_matrix")
-    dup = frame.duplicated(blocks + [method], keep=False)
-    if dup.any():
-        first = frame.loc[dup, blocks + [method]].iloc[0].tolist()
-        raise ValueError(f"score_matrix: {int(dup.sum())} rows share a (block, method) key, "
-                         f"e.g. {first}; pass one value per cell (e.g. the mean over seeds)")
+    require_columns(frame, blocks + [method, value], "score_matrix")
+    require_one_per_cell(frame, blocks + [method], "score_matrix")
     if methods is not None:
         frame = frame[frame[method].isin(list(methods))]
     order = list(methods) if methods is not None else list(pd.unique(frame[method]))
@@ -127,7 +134,7 @@ def friedman(matrix: pd.DataFrame, *, alpha: float = 0.05, dropped: Sequence = (
 
 def shot_groups(frame: pd.DataFrame, shots: str = "shots") -> dict[int, pd.DataFrame]:
     """Rows per positive shot count; rows with ``SHARED_SHOTS`` shots join every group."""
-    _require(frame, [shots], "shot_groups")
+    require_columns(frame, [shots], "shot_groups")
     k = frame[shots].astype(int)
     counts = sorted(set(k) - {SHARED_SHOTS}) or [SHARED_SHOTS]
     return {c: frame[(k == c) | (k == SHARED_SHOTS)] for c in counts}
@@ -365,7 +372,7 @@ def bootstrap_cells(scores: pd.DataFrame, keys: Sequence[str], *, run: str = "ru
     Returns one row per cell: the key columns, auroc (mean over runs), ci_low, ci_high, level,
     n_boot, n_runs. Runs are taken in run-id order within a cell."""
     keys = list(keys)
-    _require(scores, keys + [run, label, score], "bootstrap_cells")
+    require_columns(scores, keys + [run, label, score], "bootstrap_cells")
     rows = []
     for key, cell in scores.groupby(keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)

@@ -64,7 +64,7 @@ def test_incomplete_blocks_are_dropped_and_listed():
 
 def test_duplicate_cells_and_bad_input_are_refused():
     df = pd.concat([_tidy(), _tidy().iloc[:1]])
-    with pytest.raises(ValueError, match="one value per cell"):
+    with pytest.raises(ValueError, match="one row per cell"):
         stats.score_matrix(df)
     with pytest.raises(ValueError, match="lacks column"):
         stats.score_matrix(_tidy().drop(columns="auroc"))
