@@ -354,6 +354,10 @@ def expand(cfg: SweepConfig) -> Plan:
     methods = resolve_method_names(cfg.methods)
     overrides = parse_overrides(cfg.set, methods)
     settings = ["general", "hard"] if cfg.setting == "both" else [cfg.setting]
+    unsupervised = [m for m in methods if not method_class(m).uses_labeled_anomalies]
+    if cfg.shots and unsupervised:
+        notes.append(f"--shots does not apply to {', '.join(unsupervised)} (no labelled "
+                     f"anomalies): one run with shots 0 per cell and seed instead")
     shots_list = _unique(cfg.shots or ([10] if preset == "quick" else [1, 10]), "--shots",
                          notes)
     if cfg.seed_list:

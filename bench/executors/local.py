@@ -4,7 +4,9 @@ the CPU), each importing torch once and running many runs.
 A worker is pinned to its GPU with ``CUDA_VISIBLE_DEVICES`` before torch (and so CUDA) is
 imported in it. A worker that dies mid-run (segfault, OOM kill) is replaced and its run
 recorded as failed; a run that raises is recorded as failed by the worker itself and the
-sweep goes on.
+sweep goes on. On Ctrl-C only the sweep process acts: workers ignore SIGINT (they start with
+it blocked), are ended at once, and their unfinished runs leave no folder and no claim, so
+the same command resumes.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Callable, Optional
 
-from ..grid import RunSpec
+from ..grid import ConfigError, RunSpec
 from ..store import FINISHED, Store
 
 
@@ -58,8 +60,6 @@ def plan_slots(gpus: Optional[str], jobs_per_gpu: int, workers: Optional[int]) -
     """``--gpus`` (comma list of GPU indices, ``all`` or ``none``), ``--jobs-per-gpu``,
     ``--workers``. A GPU index that this machine does not show is an error here, before any
     worker starts (not one failed record per run)."""
-    from ..grid import ConfigError
-
     cores = os.cpu_count() or 1
     if gpus in (None, "all"):
         ids = visible_gpus()

@@ -370,3 +370,27 @@ def test_table_header_explains_the_shot_count():
     assert "N labelled anomalies" in to_latex(text, means, "caption")
     only_unsupervised, _ = wide_table(pd.DataFrame(rows[1:]), "general")
     assert "(N)" not in to_markdown(only_unsupervised)
+
+
+def test_perf_goes_on_after_a_failing_method(capsys, monkeypatch):
+    import bench.perf as perf
+    real = perf.measure
+
+    def measure(method, **kw):
+        if method == "devnet":
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(method, **kw)
+
+    monkeypatch.setattr(perf, "measure", measure)
+    assert main(["perf", "--methods", "devnet,pixelknn", "--img-size", "16", "--steps", "1",
+                 "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "devnet    16px: failed: RuntimeError: CUDA out of memory (simulated)" in out
+    assert re.search(r"^pixelknn\s+16px batch", out, re.M)
+
+
+def test_shots_for_a_method_without_labelled_anomalies_is_named(toy_root, tmp_path, capsys):
+    assert main(_dry(toy_root, "--setting", "general", "--shots", "1,10", "--seeds", "1",
+                     "--results", str(tmp_path / "r"))) == 0
+    out, err = capsys.readouterr()
+    assert "--shots does not apply to pixelknn" in err and "shots=0" in out
