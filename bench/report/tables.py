@@ -6,6 +6,7 @@ them. Standard deviations are sample standard deviations (ddof = 1) over seeds; 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -27,9 +28,7 @@ RUN_COLUMNS = ["sweep", "run_id", "method", "dataset", "subset", "setting", "kno
 def load_runs(results: Path | str, sweeps: Optional[list[str]] = None) -> pd.DataFrame:
     """One row per run record under ``results`` (all sweeps, or the named ones)."""
     rows = []
-    for store in sweep_stores(results):
-        if sweeps and store.sweep not in sweeps:
-            continue
+    for store in sweep_stores(results, sweeps):  # an unknown sweep name lists the present ones
         rows.extend(store.records())
     df = pd.DataFrame(rows)
     for c in RUN_COLUMNS:
@@ -131,9 +130,19 @@ def _best_mask(means: pd.DataFrame) -> pd.DataFrame:
     return mask
 
 
+def shots_legend(columns) -> str:
+    """What the ``(N)`` in a column name means, for tables that have such a column."""
+    if not any(re.search(r"\(\d+\)", str(c)) for c in columns):
+        return ""
+    return ("(N) after a method: N labelled anomalies per run (shots); no (N): the method "
+            "uses none")
+
+
 def to_markdown(text: pd.DataFrame) -> str:
     flat = text.reset_index()
-    return flat.to_markdown(index=False, disable_numparse=True)
+    legend = shots_legend(text.columns)
+    return (legend + "\n\n" if legend else "") + flat.to_markdown(index=False,
+                                                                   disable_numparse=True)
 
 
 def to_latex(text: pd.DataFrame, means: pd.DataFrame, caption: str = "") -> str:
@@ -159,6 +168,7 @@ def to_latex(text: pd.DataFrame, means: pd.DataFrame, caption: str = "") -> str:
                          bool(best.loc[key, c]) else v)
         lines.append(" & ".join([esc(k) for k in key] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    caption = "; ".join(x for x in (caption, shots_legend(cols)) if x)
     if caption:
         lines.append(r"\caption{" + esc(caption) + "}")
     lines.append(r"\end{table}")
