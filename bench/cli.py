@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 from . import __version__
+
+
+DATA_ROOT_HELP = "data root folder (default: $BENCH_DATA_ROOT or ./data)"
 
 
 def _csv(value: str) -> list[str]:
@@ -22,93 +26,203 @@ def _csv(value: str) -> list[str]:
 
 def _ints(value: str) -> list[int]:
     try:
-        return [int(v) for v in _csv(value)]
+        out = [int(v) for v in _csv(value)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}")
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}")
+    return out
+
+
+def _run_default(option: str) -> str:
+    """The default of a ``bench run`` option as its help shows it (from SweepConfig, the
+    one home of those defaults)."""
+    from dataclasses import MISSING
+
+    from .grid import SweepConfig
+
+    f = SweepConfig.__dataclass_fields__[option]
+    value = f.default if f.default is not MISSING else f.default_factory()
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the subcommand's help, not the whole usage block
+    (subcommand parsers inherit this class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for open-set "
+    p = _Parser(prog="bench", description="Benchmark harness for open-set "
                                 "supervised anomaly detection (DRA, CVPR 2022, and baselines)")
     p.add_argument("--version", action="version", version=f"osad-bench {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ls = sub.add_parser("list", help="list registered methods or datasets")
-    ls.add_argument("what", choices=["methods", "datasets"])
-    ls.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'dra*'")
-    ls.add_argument("--long", action="store_true", help="show method cards / dataset details")
-    ls.add_argument("--data-root", default=None)
+    ls = sub.add_parser("list", help="list registered methods or datasets",
+                        description="List the registered methods (with their papers) or "
+                                    "datasets (prepared or not, with fingerprints).")
+    ls.add_argument("what", choices=["methods", "datasets"], help="methods or datasets")
+    ls.add_argument("pattern", nargs="?", default="*",
+                    help="wildcard on the names, e.g. 'dra*' (default: every name)")
+    ls.add_argument("--long", action="store_true",
+                    help="show method cards (paper, venue, upstream code, licence, "
+                         "parameters) or dataset details")
+    ls.add_argument("--data-root", default=None, metavar="DIR",
+                    help="datasets: where to look for prepared copies; " + DATA_ROOT_HELP)
     ls.set_defaults(func=cmd_list)
 
-    r = sub.add_parser("run", help="run a sweep (skips finished runs; resumes after a kill)")
+    d = _run_default
+    r = sub.add_parser("run", help="run a sweep (skips finished runs; resumes after a kill)",
+                       description="Plan the runs of a sweep (methods x datasets x subsets x "
+                                   "settings x known classes x shots x seeds) and run those "
+                                   "not finished yet. Options given on the command line "
+                                   "override those of --config.")
     S = argparse.SUPPRESS  # unset flags stay absent so --config and presets can fill them
-    r.add_argument("--config", type=Path, default=None, help="YAML file with the options below")
-    r.add_argument("--methods", type=_csv, default=S,
-                   help="'all' (the paper's eight), names or wildcards, e.g. 'dra*'")
-    r.add_argument("--datasets", type=_csv, default=S,
-                   help="registered names or MVTec-layout folders (default: synthetic)")
-    r.add_argument("--subsets", type=_csv, default=S)
-    r.add_argument("--setting", choices=["general", "hard", "both"], default=S)
+    r.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="YAML file with any of these options (keys as the long option "
+                        "names, e.g. 'seed-list: [0, 1]') (default: none)")
+    r.add_argument("--methods", type=_csv, default=S, metavar="LIST",
+                   help="'all' (the paper's eight), names or wildcards, comma-separated, e.g. "
+                        f"'dra*,devnet' (default: {d('methods')})")
+    r.add_argument("--datasets", type=_csv, default=S, metavar="LIST",
+                   help="registered dataset names or folders in MVTec AD layout, "
+                        f"comma-separated (default: {d('datasets')})")
+    r.add_argument("--subsets", type=_csv, default=S, metavar="LIST",
+                   help="only these subsets (categories) of each dataset, comma-separated "
+                        "(default: all of the dataset's subsets)")
+    r.add_argument("--setting", choices=["general", "hard", "both"], default=S,
+                   help="general: labelled anomalies from any class; hard: from one known "
+                        "class, tested on the unseen classes only; both "
+                        f"(default: {d('setting')})")
     r.add_argument("--known-classes", type=_csv, default=S, dest="known_classes",
-                   help="restrict the hard setting to these known classes")
-    r.add_argument("--shots", type=_ints, default=S, help="e.g. 1,10")
-    r.add_argument("--seeds", type=int, default=S, help="seeds 0..N-1")
-    r.add_argument("--seed-list", type=_ints, default=S, dest="seed_list")
-    r.add_argument("--split-seed", type=int, default=S, dest="split_seed",
-                   help="fix the split, vary only training")
-    r.add_argument("--preset", choices=["quick", "paper"], default=S)
-    r.add_argument("--data-root", default=S, dest="data_root")
-    r.add_argument("--weights", default=S, help="imagenet | none | DIR")
-    r.add_argument("--outliers", default=S, help="outlier source: dataset name or folder")
-    r.add_argument("--train-cap", type=int, default=S, dest="train_cap",
-                   help="use at most N normal training images (seeded subset)")
+                   metavar="LIST",
+                   help="hard setting only: these known classes (default: the paper's known "
+                        "classes, or every class where the paper names none)")
+    r.add_argument("--shots", type=_ints, default=S, metavar="LIST",
+                   help="labelled anomalies per run, comma-separated, at most 10 in the "
+                        "general setting; methods that use none run once with 0 "
+                        "(default: 10 with --preset quick, 1,10 with paper)")
+    r.add_argument("--seeds", type=int, default=S, metavar="N",
+                   help="run seeds 0..N-1; not together with --seed-list (default: 1 with "
+                        "--preset quick, 3 with paper)")
+    r.add_argument("--seed-list", type=_ints, default=S, dest="seed_list", metavar="LIST",
+                   help="these run seeds, e.g. 0,5,7, instead of --seeds (default: none)")
+    r.add_argument("--split-seed", type=int, default=S, dest="split_seed", metavar="S",
+                   help="draw every split with seed S: labelled anomalies and test set stay "
+                        "fixed, only training varies with the run seed; 42 is the released "
+                        "code's policy (default: each run's seed draws its split)")
+    r.add_argument("--preset", choices=["quick", "paper"], default=S,
+                   help="quick: 64 px, a test-sized training budget, no pretrained weights, "
+                        "minutes on a CPU; paper: the paper's image size, ImageNet weights "
+                        "and full training budget (a 448-px DRA run takes about a minute on "
+                        "one H200 GPU, far longer on a CPU) (default: quick on the synthetic "
+                        "dataset, paper on any other)")
+    r.add_argument("--data-root", default=S, dest="data_root", metavar="DIR",
+                   help=DATA_ROOT_HELP)
+    r.add_argument("--weights", default=S, metavar="imagenet|none|DIR",
+                   help="imagenet: torchvision's ImageNet checkpoints (downloaded once into "
+                        "torch's cache); none: random initialisation; DIR: a folder holding "
+                        "the checkpoint files (default: none with --preset quick, imagenet "
+                        "with paper)")
+    r.add_argument("--outliers", default=S, metavar="NAME|DIR|none",
+                   help="external outlier images for every method that uses them: a dataset "
+                        "name (e.g. lag, mvtec_ad), a folder of <X>/train/good/ images, or "
+                        "none; the target's own category is excluded (default: each method's "
+                        "own source, in both presets: SAOE the other MVTec AD categories, LAG "
+                        "on medical data; DRA LAG on medical data, CutMix elsewhere; a run "
+                        "whose source is not prepared is skipped)")
+    r.add_argument("--train-cap", type=int, default=S, dest="train_cap", metavar="N",
+                   help="use at most N normal training images, a seeded subset "
+                        "(default: all of them)")
     r.add_argument("--set", action="append", default=S, metavar="METHOD.PARAM=VALUE",
-                   help="override a method parameter (repeatable; '*.PARAM' for all)")
-    r.add_argument("--results", default=S)
-    r.add_argument("--name", default=S, help="sweep name (folder under --results)")
-    r.add_argument("--gpus", default=S, help="all | none | comma list of GPU indices")
-    r.add_argument("--jobs-per-gpu", type=int, default=S, dest="jobs_per_gpu")
-    r.add_argument("--workers", type=int, default=S,
-                   help="CPU worker processes (default: one per core, at most 8)")
-    r.add_argument("--retry-failed", action="store_true", default=S, dest="retry_failed")
-    r.add_argument("--save-models", action="store_true", default=S, dest="save_models")
+                   help="override a method parameter, repeatable; '*.PARAM' sets it for "
+                        "every method that has it, e.g. --set dra.epochs=10 (default: none)")
+    r.add_argument("--results", default=S, metavar="DIR",
+                   help=f"results folder, one folder per sweep in it (default: "
+                        f"./{d('results')})")
+    r.add_argument("--name", default=S, metavar="SWEEP",
+                   help=f"sweep name: the folder under --results that holds its runs "
+                        f"(default: {d('name')})")
+    r.add_argument("--gpus", default=S, metavar="all|none|LIST",
+                   help="all: every visible GPU (the CPU if there is none); none: the CPU; "
+                        "or GPU indices, e.g. 0,1 (default: all)")
+    r.add_argument("--jobs-per-gpu", type=int, default=S, dest="jobs_per_gpu", metavar="N",
+                   help="runs at a time on each GPU; small runs pack well, 448-px runs do not "
+                        f"(default: {d('jobs_per_gpu')})")
+    r.add_argument("--workers", type=int, default=S, metavar="N",
+                   help="worker processes for CPU runs (default: one per core, at most 8)")
+    r.add_argument("--retry-failed", action="store_true", default=S, dest="retry_failed",
+                   help="rerun the runs recorded as failed (default: keep their records)")
+    r.add_argument("--save-models", action="store_true", default=S, dest="save_models",
+                   help="store each trained model as model.pt in its run folder "
+                        "(default: off)")
     r.add_argument("--deterministic", action="store_true", default=S,
-                   help="deterministic GPU kernels: bitwise-repeatable GPU runs, slower")
-    r.add_argument("--dry-run", action="store_true", default=S, dest="dry_run")
-    r.add_argument("--no-table", action="store_true", help="do not print the table at the end")
+                   help="deterministic GPU kernels: bitwise-repeatable GPU runs, slower "
+                        "(default: off; CPU runs repeat exactly anyway)")
+    r.add_argument("--dry-run", action="store_true", default=S, dest="dry_run",
+                   help="print the planned runs, the workers and the weight checks, then "
+                        "stop: runs nothing, records nothing, downloads nothing (default: "
+                        "off)")
+    r.add_argument("--no-table", action="store_true",
+                   help="do not print the AUC-ROC table at the end (default: print it)")
     r.set_defaults(func=cmd_run)
 
-    st = sub.add_parser("status", help="counts of done/failed/skipped runs per sweep")
-    st.add_argument("--results", default="results")
-    st.add_argument("--name", default=None)
+    st = sub.add_parser("status", help="counts of done/failed/skipped runs per sweep",
+                        description="Per sweep: done, failed and skipped runs, runs started "
+                                    "without a record, and each failure's reason.")
+    st.add_argument("--results", default="results", metavar="DIR",
+                    help="results folder (default: ./results)")
+    st.add_argument("--name", type=_csv, default=None, metavar="LIST",
+                    help="only these sweeps, comma-separated (default: every sweep)")
     st.set_defaults(func=cmd_status)
 
     rp = sub.add_parser("report", help="mean±std tables from the run records (one "
                                        "configuration per cell)")
-    rp.add_argument("--results", default="results")
-    rp.add_argument("--name", type=_csv, default=None, help="only these sweeps")
+    rp.add_argument("--results", default="results", metavar="DIR",
+                    help="results folder to read (default: ./results)")
+    rp.add_argument("--name", type=_csv, default=None, metavar="LIST",
+                    help="only these sweeps, comma-separated (default: every sweep)")
     rp.add_argument("--where", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                     help="only the runs of METHOD (wildcards as in --set) whose parameter has "
                          "this value, or FIELD=VALUE for weights, outliers, preset, "
-                         "split_policy, method_version (repeatable)")
+                         "split_policy, method_version; repeatable (default: every run)")
     rp.add_argument("--preset", default=None, choices=["quick", "paper"],
-                    help="only runs planned with this preset")
-    rp.add_argument("--out", default=None,
-                    help="output folder (default: reports/<results folder name>/<sweep>/)")
-    rp.add_argument("--format", type=_csv, default=["markdown", "csv", "latex"])
+                    help="only the runs planned with this preset (default: any preset)")
+    rp.add_argument("--out", default=None, metavar="DIR",
+                    help="folder the tables and runs.csv are written to; a rewrite removes "
+                         "the report files it no longer produces (default: "
+                         "reports/<results folder name>/<sweep>/)")
+    rp.add_argument("--format", type=_csv, default=["markdown", "csv", "latex"],
+                    metavar="LIST",
+                    help="table formats, comma-separated: markdown, csv, latex "
+                         "(default: all three)")
     rp.add_argument("--metric", default="auroc", choices=["auroc", "auprc", "auroc_seen",
-                                                           "auroc_unseen"])
+                                                           "auroc_unseen"],
+                    help="the number in the cells (default: auroc)")
     rp.add_argument("--compare-paper", action="store_true", dest="compare_paper",
                     help="put the paper's published AUC-ROC beside ours (paper_comparison.*)")
     rp.set_defaults(func=cmd_report)
 
-    pf = sub.add_parser("perf", help="training/scoring throughput of methods on this device")
-    pf.add_argument("--methods", type=_csv, default=["devnet"])
-    pf.add_argument("--img-size", type=int, default=224, dest="img_size")
-    pf.add_argument("--steps", type=int, default=10)
-    pf.add_argument("--batch-size", type=int, default=None, dest="batch_size")
-    pf.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    pf.add_argument("--out", default=None, help="also write the figures as CSV here")
+    pf = sub.add_parser("perf", help="training/scoring throughput of methods on this device",
+                        description="Time a short training run and a scoring pass of each "
+                                    "method on toy images (no dataset needed) and print "
+                                    "ms/step, images/s and peak GPU memory.")
+    pf.add_argument("--methods", type=_csv, default=["devnet"], metavar="LIST",
+                    help="methods to measure: names or wildcards, comma-separated "
+                         "(default: devnet)")
+    pf.add_argument("--img-size", type=int, default=224, dest="img_size", metavar="N",
+                    help="image side in pixels (default: 224)")
+    pf.add_argument("--steps", type=int, default=10, metavar="N",
+                    help="timed training steps, one epoch (default: 10)")
+    pf.add_argument("--batch-size", type=int, default=None, dest="batch_size", metavar="N",
+                    help="training batch size (default: each method's own)")
+    pf.add_argument("--device", default=None, metavar="cpu|cuda|cuda:N",
+                    help="where to measure (default: cuda when torch sees a GPU, else cpu)")
+    pf.add_argument("--csv", "--out", default=None, dest="csv", metavar="FILE",
+                    help="also write the figures to this CSV file; --out is its old, "
+                         "deprecated name (default: print only)")
     pf.set_defaults(func=cmd_perf)
 
     from .datasets.commands import add_data_parser
@@ -117,21 +231,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def subcommands(parser: argparse.ArgumentParser, path: tuple = ()):
+    """(command words, parser) of every subcommand, depth first (``data prepare`` too)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sp in action.choices.items():
+                yield path + (name,), sp
+                yield from subcommands(sp, path + (name,))
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def options_markdown() -> str:
+    """The README's option summary, generated from the parser so the two cannot drift
+    (tests/harness/test_cli_usage.py compares them)."""
+    out = []
+    for path, sp in subcommands(build_parser()):
+        actions = [a for a in sp._actions if not isinstance(
+            a, (argparse._HelpAction, argparse._SubParsersAction))]
+        if not actions:
+            continue
+        out += [f"**`bench {' '.join(path)}`**", "", "| option | meaning |", "|---|---|"]
+        for a in actions:
+            if a.option_strings:
+                arg = "" if a.nargs == 0 else " " + (a.metavar or (
+                    "{" + ",".join(a.choices) + "}" if a.choices else a.dest.upper()))
+                name = a.option_strings[0] + arg
+                if len(a.option_strings) > 1:
+                    name += f" (also {', '.join(a.option_strings[1:])})"
+            else:
+                name = a.metavar or ("|".join(a.choices) if a.choices else a.dest.upper())
+            text = " ".join((a.help or "").split())
+            out.append(f"| `{_md_escape(name)}` | {_md_escape(text)} |")
+        out.append("")
+    return "\n".join(out)
+
+
 # -- list -------------------------------------------------------------------------------------
 def cmd_list(args) -> int:
     from .registry import get_dataset, get_method_entry, list_datasets, list_methods
 
+    names = (list_methods if args.what == "methods" else list_datasets)(args.pattern)
+    if not names:
+        every = (list_methods if args.what == "methods" else list_datasets)()
+        print(f"no {args.what[:-1]} matches {args.pattern!r}; registered: {', '.join(every)}",
+              file=sys.stderr)
+        return 1
     if args.what == "methods":
-        names = list_methods(args.pattern)
         for n in names:
             e = get_method_entry(n)
             kind = f"variant of {e.variant_of}" if e.variant_of else ""
             sup = "" if e.cls.uses_labeled_anomalies else "unsupervised (shots 0)"
             extra = ", ".join(x for x in (kind, sup, f"v{e.cls.version}") if x)
-            print(f"{n:10s} {e.cls.card.paper[:70]:70s} [{extra}]")
+            # cut at a word boundary; --long shows the whole title
+            title = textwrap.shorten(e.cls.card.paper, 70, placeholder=" …")
+            print(f"{n:10s} {title:70s} [{extra}]")
             if args.long:
                 c = e.cls.card
-                for label, val in (("venue", c.venue), ("upstream", c.upstream),
+                for label, val in (("paper", c.paper), ("venue", c.venue),
+                                   ("upstream", c.upstream),
                                    ("licence", c.upstream_license), ("notes", c.notes)):
                     if val:
                         print(f"    {label}: {val}")
@@ -143,7 +303,7 @@ def cmd_list(args) -> int:
     from .datasets.layout import dataset_fingerprint, list_subsets, read_subset
 
     root = Path(args.data_root) if args.data_root else default_data_root()
-    for n in list_datasets(args.pattern):
+    for n in names:
         ds = get_dataset(n)
         if ds.is_prepared(root):
             try:
@@ -164,32 +324,51 @@ def cmd_list(args) -> int:
 
 
 # -- run --------------------------------------------------------------------------------------
+# Two spellings of one choice: the command line's one replaces the config file's other.
+_EXCLUSIVE = {"seeds": "seed_list", "seed_list": "seeds"}
+
+
 def config_from_args(args):
+    """The sweep configuration (command line over --config file) and notes naming each file
+    value the command line replaced."""
     from .grid import SweepConfig, load_config_file
 
-    values = load_config_file(args.config) if args.config else {}
-    for k in SweepConfig.__dataclass_fields__:
-        if k in vars(args):
-            values[k] = getattr(args, k)
-    return SweepConfig(**values)
+    from_file = load_config_file(args.config) if args.config else {}
+    given = {k: getattr(args, k) for k in SweepConfig.__dataclass_fields__ if k in vars(args)}
+    values, notes = dict(from_file), []
+    for k, v in given.items():
+        for key in (k, _EXCLUSIVE.get(k)):
+            if key in from_file and (key != k or from_file[key] != v):
+                notes.append(f"--{k.replace('_', '-')} on the command line replaces "
+                             f"{key.replace('_', '-')}: {from_file[key]} of {args.config}")
+            if key in from_file and key not in given:
+                del values[key]
+        values[k] = v
+    return SweepConfig(**values), notes
 
 
 def cmd_run(args) -> int:
-    from .executors.local import plan_slots, run_local
-    from .grid import effective_preset, expand
+    from .executors.local import plan_slots, run_local, slot_notes
+    from .grid import effective_preset, expand, validate
     from .registry import missing_paper_methods
     from .runner import prefetch_images, record_failure, record_skip
     from .store import FINISHED, Store
 
-    cfg = config_from_args(args)
-    if "all" in cfg.methods and missing_paper_methods():
-        print(f"note: --methods all: {', '.join(missing_paper_methods())} not available in "
-              f"this install; running the other paper methods", file=sys.stderr)
-    plan = expand(cfg)
-    for note in plan.notes:
-        print(f"note: {note}", file=sys.stderr)
-    check_weights(plan.specs)
+    # Everything that can be checked without reading data is checked first, so a bad option
+    # never costs a planning pass, and nothing starts (no worker, no folder) before it holds.
+    cfg, notes = config_from_args(args)
+    validate(cfg)
     store = Store(cfg.results, cfg.name)
+    store.check_writable()
+    slots = plan_slots(cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
+    notes += slot_notes(slots, cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
+    if "all" in cfg.methods and missing_paper_methods():
+        notes.append(f"--methods all: {', '.join(missing_paper_methods())} not available in "
+                     f"this install; running the other paper methods")
+    plan = expand(cfg)
+    for note in notes + plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    weights = check_weights(plan.specs, download=not cfg.dry_run)
     statuses = {s.run_id: store.status(s.run_id) for s in plan.specs}
     todo = [s for s in plan.specs
             if statuses[s.run_id] is None or (statuses[s.run_id] == "failed" and
@@ -206,6 +385,8 @@ def cmd_run(args) -> int:
     for line in (reason_lines([(s.label, r) for s, r in plan.skipped], "skipped") +
                  reason_lines([(s.label, r) for s, r in plan.failed], "failed")):
         print(line, file=sys.stderr)
+    slots = slots[:len(todo)] or slots[:1]
+    workers_line = f"{len(slots)} worker(s): {', '.join(sl.describe() for sl in slots)}"
     if cfg.dry_run:
         for s in plan.specs:
             st = statuses[s.run_id] or ("todo" if s in todo else "")
@@ -214,6 +395,10 @@ def cmd_run(args) -> int:
             print(f"  {s.run_id}  skipped  {s.label}: {reason}")
         for s, reason in plan.failed:
             print(f"  {s.run_id}  failed   {s.label}: {reason}")
+        for line in weights:
+            print(line)
+        print(f"would run on {workers_line}; results in {store.dir}" if todo else
+              f"nothing to run; results in {store.dir}")
         print(f"{n_planned} runs ({len(todo)} to run)")
         return 0
     store.clean_temp()
@@ -225,9 +410,7 @@ def cmd_run(args) -> int:
             record_failure(s, store, reason)
     if todo:
         prefetch_images(todo)  # every image decoded once now: a broken file stops us here
-        slots = plan_slots(cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
-        print(f"{len(slots)} worker(s): {', '.join(sl.describe() for sl in slots)}; logs in "
-              f"{store.dir / 'logs'}")
+        print(f"{workers_line}; logs in {store.dir / 'logs'}")
         from tqdm import tqdm
 
         # in a log file (no terminal), update rarely instead of flooding it
@@ -250,9 +433,11 @@ def cmd_run(args) -> int:
                               f"{store.log_path(spec.run_id)})")
 
         t0 = time.time()
-        run_local(todo, store, slots, save_models=cfg.save_models,
-                  deterministic=cfg.deterministic, on_result=on_result)
-        bar.close()
+        try:
+            run_local(todo, store, slots, save_models=cfg.save_models,
+                      deterministic=cfg.deterministic, on_result=on_result)
+        finally:  # also on Ctrl-C: end the bar's line before the interruption message
+            bar.close()
         print(f"finished in {time.time() - t0:.0f} s: {counts['done']} done, "
               f"{counts['failed']} failed, {counts['skipped']} skipped"
               + (f", {counts['elsewhere']} left to another `bench run` on the same results "
@@ -273,9 +458,10 @@ def _record_reason(store, run_id: str) -> str:
     return str(rec.get("reason") or "no reason recorded") if rec else "no record written"
 
 
-def check_weights(specs) -> None:
-    """Fail before the sweep starts when pretrained weights are needed but missing (offline),
-    naming the exact file, instead of failing every run."""
+def check_weights(specs, *, download: bool = True) -> list[str]:
+    """Pretrained weights the runs need, checked before the sweep starts. A real run fails
+    at once naming the exact missing file (instead of failing every run); a dry run
+    (``download=False``) never downloads and returns one line per checkpoint instead."""
     from .grid import ConfigError
     from .registry import create_method
 
@@ -285,14 +471,20 @@ def check_weights(specs) -> None:
             for arch in create_method(spec.method, **spec.params).backbones():
                 needed.add((arch, spec.weights))
     if not needed:
-        return
+        return []
     from .methods.common.backbones import WeightsUnavailable, resolve_weights_file
 
+    lines = []
     for arch, weights in sorted(needed):
         try:
-            resolve_weights_file(arch, weights)
+            path = resolve_weights_file(arch, weights, download=download)
         except WeightsUnavailable as exc:
-            raise ConfigError(str(exc)) from exc
+            if download:
+                raise ConfigError(str(exc)) from exc
+            lines.append(f"weights for {arch} ({weights}) missing: {exc}")
+        else:
+            lines.append(f"weights for {arch} ({weights}): {path}")
+    return lines
 
 
 def _print_plan_table(store, run_ids: list[str]) -> None:
@@ -328,12 +520,14 @@ def reason_lines(items: list[tuple[str, str]], status: str, limit: int = 3) -> l
 
 # -- status / report --------------------------------------------------------------------------
 def cmd_status(args) -> int:
-    from .store import sweep_stores
+    from .store import StoreError, sweep_stores
 
-    stores = [s for s in sweep_stores(args.results) if not args.name or s.sweep == args.name]
+    if not Path(args.results).expanduser().exists():
+        raise StoreError(f"no results folder {args.results}; pass --results DIR with the "
+                         f"folder `bench run --results` wrote")
+    stores = sweep_stores(args.results, args.name)
     if not stores:
-        print(f"no sweep under {args.results}")
-        return 0
+        raise StoreError(f"no sweep under {args.results} yet (`bench run` creates one)")
     for store in stores:
         recs = list(store.records())
         counts = {k: sum(1 for r in recs if r.get("status") == k)
@@ -381,44 +575,57 @@ def cmd_report(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    import torch
-
-    from .perf import run_perf
+    from .perf import check_args, resolve_device, run_perf
     from .registry import resolve_method_names
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
+    check_args(img_size=args.img_size, steps=args.steps, batch_size=args.batch_size,
+               csv=args.csv)
+    methods = resolve_method_names(args.methods)
+    import torch
+
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}")
-    rows = run_perf(resolve_method_names(args.methods), img_size=args.img_size,
-                    steps=args.steps, batch_size=args.batch_size, device=device)
-    if args.out:
+    rows = run_perf(methods, img_size=args.img_size, steps=args.steps,
+                    batch_size=args.batch_size, device=device)
+    if args.csv:
+        import os
+
         import pandas as pd
 
-        pd.DataFrame(rows).assign(device=name).to_csv(args.out, index=False)
-    return 0
+        path = Path(args.csv).expanduser()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        pd.DataFrame(rows).assign(device=name).to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        print(f"figures written to {path}")
+    return 1 if any("error" in r for r in rows) else 0
 
 
 def main(argv=None) -> int:
-    from .datasets.base import DatasetNotPrepared
-    from .datasets.images import ImageDecodeError
-    from .datasets.layout import LayoutError
-    from .grid import ConfigError
-    from .registry import RegistryError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parse, call the subcommand; a usage or data problem is one ``error:`` line (exit 2),
+    Ctrl-C one line (exit 130), never a traceback."""
     try:
-        return int(args.func(args) or 0)
-    except (ConfigError, RegistryError, LayoutError, DatasetNotPrepared, ImageDecodeError,
-            FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        from .datasets.base import DatasetNotPrepared
+        from .datasets.images import ImageDecodeError
+        from .datasets.layout import LayoutError
+        from .grid import ConfigError
+        from .registry import RegistryError
+        from .store import StoreError
+
+        args = build_parser().parse_args(argv)
+        try:
+            return int(args.func(args) or 0)
+        except (ConfigError, RegistryError, LayoutError, DatasetNotPrepared, ImageDecodeError,
+                StoreError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("interrupted; finished runs are kept, rerun the same command to resume",
-              file=sys.stderr)
+        # on a terminal the line starts after the echoed ^C
+        print(("\n" if sys.stderr.isatty() else "") + "interrupted; finished runs are kept, "
+              "rerun the same command to resume", file=sys.stderr)
         return 130
 
 

@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .api import OUTLIER_POLICIES
+from .api import MAX_SHOTS, OUTLIER_POLICIES
 from .protocol import SplitUnavailable, make_split
 from .registry import get_dataset, list_datasets, method_class, method_defaults, \
     resolve_method_names
@@ -451,24 +451,101 @@ def effective_preset(cfg: SweepConfig) -> str:
     return "quick" if all(d == "synthetic" for d in cfg.datasets) else "paper"
 
 
+def validate(cfg: SweepConfig) -> None:
+    """Refuse options that contradict each other or the protocol, before anything is read or
+    run: nothing is silently ignored or overridden (each message says what to do instead)."""
+    if cfg.setting not in ("general", "hard", "both"):
+        raise ConfigError(f"--setting {cfg.setting!r}: use general, hard or both")
+    if cfg.seeds is not None and cfg.seed_list:
+        raise ConfigError(f"--seeds {cfg.seeds} and --seed-list "
+                          f"{','.join(map(str, cfg.seed_list))} both given; use one: --seeds N "
+                          f"(seeds 0..N-1) or --seed-list a,b,c")
+    for opt, values in (("--shots", cfg.shots), ("--seed-list", cfg.seed_list)):
+        if values is not None and not values:
+            raise ConfigError(f"{opt}: no value given; e.g. {opt} 1,10")
+    if cfg.seeds is not None and cfg.seeds < 1:
+        raise ConfigError(f"--seeds {cfg.seeds}: use at least 1")
+    for opt, values in (("--seed-list", cfg.seed_list or []),
+                        ("--split-seed", [] if cfg.split_seed is None else [cfg.split_seed])):
+        for v in values:
+            if not 0 <= v < 2**32:
+                raise ConfigError(f"{opt} {v}: a seed must be between 0 and 2**32-1")
+    for s in cfg.shots or []:
+        if s < 1:
+            raise ConfigError(f"--shots {s}: use a positive number of labelled anomalies")
+        if s > MAX_SHOTS and cfg.setting != "hard":
+            # General setting: the first MAX_SHOTS shuffled anomalies leave the test set for
+            # every shot count, so all cells share one test set; more shots would shrink it.
+            raise ConfigError(f"--shots {s}: in the general setting the protocol takes the "
+                              f"first {MAX_SHOTS} shuffled anomalies out of the test set for "
+                              f"every shot count, so all cells share one test set; more shots "
+                              f"would shrink it and compare with no other cell. Use at most "
+                              f"{MAX_SHOTS}, or --setting hard (its test set does not depend "
+                              f"on the shots)")
+    if cfg.known_classes and cfg.setting == "general":
+        raise ConfigError(f"--known-classes {','.join(cfg.known_classes)} applies to the hard "
+                          f"setting only, but --setting is general; use --setting hard or both")
+    if cfg.train_cap is not None and cfg.train_cap < 1:
+        raise ConfigError(f"--train-cap {cfg.train_cap}: use at least 1 normal training image")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise ConfigError(f"--workers {cfg.workers}: use at least 1 worker process")
+    if cfg.jobs_per_gpu is None or cfg.jobs_per_gpu < 1:
+        raise ConfigError(f"--jobs-per-gpu {cfg.jobs_per_gpu}: use at least 1 run per GPU")
+
+
+def _unique(values: list, option: str, notes: list[str]) -> list:
+    """``values`` without repeats (first occurrence kept); a note says what was dropped."""
+    out = list(dict.fromkeys(values))
+    if len(out) < len(values):
+        notes.append(f"{option} {','.join(map(str, values))}: duplicates dropped, each run is "
+                     f"planned once ({option} {','.join(map(str, out))})")
+    return out
+
+
+def _drop_duplicate_runs(specs: list[RunSpec], skipped: list[tuple[RunSpec, str]],
+                         notes: list[str], failed: list[tuple[RunSpec, str]] = ()
+                         ) -> tuple[list, list, list]:
+    """The safety net behind :func:`_unique`: one entry per run id (e.g. one dataset named
+    by two paths), so no run is ever computed twice in one sweep."""
+    seen: set[str] = set()
+
+    def first(items, key):
+        out = []
+        for item in items:
+            if key(item) not in seen:
+                seen.add(key(item))
+                out.append(item)
+        return out
+
+    n = len(specs) + len(skipped) + len(failed)
+    specs = first(specs, lambda s: s.run_id)
+    skipped = first(skipped, lambda sr: sr[0].run_id)
+    failed = first(failed, lambda sr: sr[0].run_id)
+    kept = len(specs) + len(skipped) + len(failed)
+    if kept < n:
+        notes.append(f"{n - kept} duplicate run(s) dropped: the same run "
+                     f"was planned more than once (e.g. one dataset given twice)")
+    return specs, skipped, failed
+
+
 def expand(cfg: SweepConfig) -> Plan:
     """Expand a sweep into run specs (reads file lists and content hashes, builds splits)."""
+    validate(cfg)
+    notes: list[str] = []
     preset = effective_preset(cfg)
     methods = resolve_method_names(cfg.methods)
     overrides = parse_overrides(cfg.set, methods)
-    if cfg.setting not in ("general", "hard", "both"):
-        raise ConfigError(f"--setting {cfg.setting!r}: use general, hard or both")
     settings = ["general", "hard"] if cfg.setting == "both" else [cfg.setting]
-    shots_list = cfg.shots or ([10] if preset == "quick" else [1, 10])
-    for s in shots_list:
-        if s < 1:
-            raise ConfigError(f"--shots {s}: use a positive number of labelled anomalies")
+    unsupervised = [m for m in methods if not method_class(m).uses_labeled_anomalies]
+    if cfg.shots and unsupervised:
+        notes.append(f"--shots does not apply to {', '.join(unsupervised)} (no labelled "
+                     f"anomalies): one run with shots 0 per cell and seed instead")
+    shots_list = _unique(cfg.shots or ([10] if preset == "quick" else [1, 10]), "--shots",
+                         notes)
     if cfg.seed_list:
-        seeds = list(cfg.seed_list)
+        seeds = _unique(list(cfg.seed_list), "--seed-list", notes)
     else:
         seeds = list(range(cfg.seeds if cfg.seeds is not None else (1 if preset == "quick" else 3)))
-    if not seeds:
-        raise ConfigError("--seeds must be at least 1")
     weights = cfg.weights or ("none" if preset == "quick" else "imagenet")
     data_root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     train_cap = cfg.train_cap
@@ -478,8 +555,7 @@ def expand(cfg: SweepConfig) -> Plan:
     specs: list[RunSpec] = []
     skipped: list[tuple[RunSpec, str]] = []
     failed: list[tuple[RunSpec, str]] = []
-    notes: list[str] = []
-    for ds_name in cfg.datasets:
+    for ds_name in _unique(list(cfg.datasets), "--datasets", notes):
         ds = resolve_dataset(ds_name)
         label = dataset_label(ds)
         root = ds.locate(data_root)
@@ -535,6 +611,7 @@ def expand(cfg: SweepConfig) -> Plan:
     if not specs and not skipped and not failed:
         raise ConfigError("the sweep holds no run; check --setting, --subsets and "
                           "--known-classes")
+    specs, skipped, failed = _drop_duplicate_runs(specs, skipped, notes, failed)
     return Plan(specs, skipped, notes, len(seeds), failed)
 
 

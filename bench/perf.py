@@ -8,10 +8,52 @@ training images per second, scored images per second and peak GPU memory.
 """
 from __future__ import annotations
 
+import os
+import re
 import time
+import traceback
+from pathlib import Path
+from typing import Optional
 
+from .grid import ConfigError
 from .registry import create_method, method_defaults
 from .testing import toy_problem
+
+
+def check_args(*, img_size: int, steps: int, batch_size: Optional[int],
+               csv: Optional[str]) -> None:
+    """Refuse values that cannot be measured, before torch starts (one line each)."""
+    for opt, v in (("--img-size", img_size), ("--steps", steps), ("--batch-size", batch_size)):
+        if v is not None and v < 1:
+            raise ConfigError(f"{opt} {v}: use a positive number")
+    if csv:
+        path = Path(csv).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"--csv {csv} is a folder; give a file name, e.g. {path}/perf.csv")
+        if not path.parent.is_dir():
+            raise ConfigError(f"--csv {csv}: folder {path.parent} does not exist; create it "
+                              f"first")
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``; None picks cuda when torch sees a GPU, else cpu. A
+    GPU that torch cannot use is an error, not a crash halfway through."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not m:
+        raise ConfigError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: torch sees no CUDA GPU on this machine; use "
+                          f"--device cpu")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s) "
+                          f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return device
 
 
 def _budget(method: str, img_size: int, steps: int, batch_size: int | None) -> dict:
@@ -38,18 +80,18 @@ def measure(method: str, *, img_size: int, steps: int, batch_size: int | None, d
         warm["steps_per_epoch"] = 1
     create_method(method, **warm).fit(problem.train)
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     m = create_method(method, **params)
     t0 = time.perf_counter()
     m.fit(problem.train)
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     m.score(problem.test_images)
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     score_s = time.perf_counter() - t0
     final = m.get_params()
     n_steps = final.get("steps_per_epoch") or max(1, n_normal // max(1, final.get(
@@ -59,16 +101,26 @@ def measure(method: str, *, img_size: int, steps: int, batch_size: int | None, d
             "fit_s": fit_s, "s_per_step": fit_s / n_steps,
             "train_img_per_s": n_steps * batch / fit_s,
             "score_img_per_s": len(problem.test_images) / score_s,
-            "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated() / 2**20
+            "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated(device) / 2**20
                                 if device.startswith("cuda") else None)}
 
 
 def run_perf(methods: list[str], *, img_size: int, steps: int, batch_size: int | None,
              device: str, n_normal: int = 64, n_test: int = 96) -> list[dict]:
+    """Measure each method; one that fails (out of memory, a size it cannot take) prints
+    its error on one line and the others go on (its row holds the error)."""
     rows = []
     for m in methods:
-        r = measure(m, img_size=img_size, steps=steps, batch_size=batch_size, device=device,
-                    n_normal=n_normal, n_test=n_test)
+        try:
+            r = measure(m, img_size=img_size, steps=steps, batch_size=batch_size,
+                        device=device, n_normal=n_normal, n_test=n_test)
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            print(f"{m:9s} {img_size}px: failed: {type(exc).__name__}: {exc} "
+                  f"({os.path.basename(where.filename)}:{where.lineno})", flush=True)
+            rows.append({"method": m, "img_size": img_size, "error": f"{type(exc).__name__}: "
+                                                                     f"{exc}"})
+            continue
         mem = f"{r['peak_gpu_mem_mb']:.0f} MiB" if r["peak_gpu_mem_mb"] is not None else "-"
         print(f"{m:9s} {img_size}px batch {r['batch_size']:3d}: {r['s_per_step']*1000:8.1f} "
               f"ms/step  {r['train_img_per_s']:8.1f} train img/s  {r['score_img_per_s']:8.1f} "

@@ -191,11 +191,14 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return sorted(_match(list(_DATASETS), pattern))
 
 
-def get_dataset(name: str):
-    """An instance of the registered dataset plugin ``name``."""
+def get_dataset(name: str, *, folders_ok: bool = True):
+    """An instance of the registered dataset plugin ``name``. ``folders_ok``: the caller
+    also takes a folder path, so the error says so (not where only names work)."""
     _load("datasets")
     if name not in _DATASETS:
+        hint = ("; a folder in MVTec AD layout can be given by its path instead"
+                if folders_ok else "")
         raise RegistryError(f"unknown dataset {name!r}. Registered: "
-                            f"{', '.join(sorted(_DATASETS))} (see `bench list datasets`); "
-                            f"a folder in MVTec AD layout can be given by its path instead")
+                            f"{', '.join(sorted(_DATASETS))} (see `bench list datasets`)"
+                            f"{hint}")
     return _DATASETS[name].cls()

@@ -34,14 +34,32 @@ def dump_json(obj) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
 
 
+class StoreError(ValueError):
+    """A results folder or sweep name that cannot be used; the message names it and says
+    what to do."""
+
+
 class Store:
     """Run folders of one sweep."""
 
     def __init__(self, results: Path | str, sweep: str):
-        if not sweep or "/" in sweep or sweep.startswith("."):
-            raise ValueError(f"sweep name {sweep!r} must be a plain folder name")
+        if (not sweep or sweep.strip() != sweep or sweep.startswith(".")
+                or any(c in sweep for c in "/\\\0") or len(sweep) > 200):
+            raise StoreError(f"sweep name {sweep!r} must be a plain folder name (no '/' or "
+                             f"'\\', not starting with '.', no surrounding spaces), e.g. main")
         self.dir = Path(results).expanduser() / sweep
         self.sweep = sweep
+
+    def check_writable(self) -> None:
+        """Fail before any work when the sweep folder cannot be created or written (the
+        results path, or a folder above it, is a file; no write permission)."""
+        existing = next(p for p in (self.dir, *self.dir.parents) if p.exists())
+        if not existing.is_dir():
+            raise StoreError(f"{existing} is a file, not a folder, so {self.dir} cannot be "
+                             f"created; pass --results DIR with a folder (created if missing)")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot write under {existing} (permission denied); pass "
+                             f"--results DIR with a folder you can write to")
 
     def run_dir(self, run_id: str) -> Path:
         return self.dir / run_id
@@ -164,6 +182,13 @@ class Store:
                 spec = {}
             yield record, spec
 
+    def discard_partial(self, run_id: str) -> None:
+        """Remove what a run interrupted while writing its folder left behind (its temporary
+        folder); only this process may be writing it (it holds the claim)."""
+        if self.dir.is_dir():
+            for p in self.dir.glob(f".tmp-{run_id}-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
     def clean_temp(self) -> None:
         """Remove leftovers of runs killed while writing (never a finished run)."""
         if self.dir.is_dir():
@@ -172,13 +197,22 @@ class Store:
                     shutil.rmtree(p, ignore_errors=True)
 
 
-def sweep_stores(results: Path | str) -> list[Store]:
-    """Every sweep under a results folder."""
+def sweep_stores(results: Path | str, names: Optional[list[str]] = None) -> list[Store]:
+    """Every sweep under a results folder, or the ``names`` ones; a name that is not there
+    is an error listing the sweeps that are. A missing folder holds no sweep."""
     root = Path(results).expanduser()
-    if not root.is_dir():
-        return []
-    return [Store(root, p.name) for p in sorted(root.iterdir())
-            if p.is_dir() and not p.name.startswith(".")]
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"--results {results} is a file, not a results folder")
+    stores = ([Store(root, p.name) for p in sorted(root.iterdir())
+               if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else [])
+    if names:
+        present = [s.sweep for s in stores]
+        unknown = [n for n in names if n not in present]
+        if unknown and stores:
+            raise StoreError(f"no sweep {', '.join(map(repr, unknown))} under {results}; the "
+                             f"sweeps there: {', '.join(present)}")
+        stores = [s for s in stores if s.sweep in names]
+    return stores
 
 
 def load_model(run_dir: Path | str) -> dict:

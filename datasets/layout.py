@@ -132,10 +132,7 @@ class SubsetIndex:
     def fingerprint(self) -> str:
         """Content fingerprint of the subset: ``<n files>-<sha256 prefix>`` over the sorted
         (relative path, content hash) pairs."""
-        h = hashlib.sha256()
-        for rel in sorted(self.hashes):
-            h.update(f"{rel}\0{self.hashes[rel]}\n".encode())
-        return f"{len(self.hashes)}-{h.hexdigest()[:16]}"
+        return content_fingerprint(sorted(self.hashes.items()))
 
     def check_class(self, known_class: str) -> None:
         """Raise a clear error if ``known_class`` is not an anomaly class of this subset."""
@@ -224,15 +221,18 @@ def read_subset(dataset_root: Path, subset: str, *, allow_empty_classes: bool = 
     return SubsetIndex(dataset_root, subset, train_good, test_good, anomalies, masks)
 
 
+def content_fingerprint(pairs: list[tuple[str, str]]) -> str:
+    """``<n files>-<sha256 prefix>`` over (relative path, content hash) pairs, in order."""
+    h = hashlib.sha256()
+    for rel_path, digest in pairs:
+        h.update(f"{rel_path}\0{digest}\n".encode())
+    return f"{len(pairs)}-{h.hexdigest()[:16]}"
+
+
 def dataset_fingerprint(indexes: list[SubsetIndex]) -> str:
     """Fingerprint of a whole dataset (all its subsets): file count + content hash."""
-    h = hashlib.sha256()
-    n = 0
-    for idx in sorted(indexes, key=lambda i: i.subset):
-        for rel_path in sorted(idx.hashes):
-            h.update(f"{rel_path}\0{idx.hashes[rel_path]}\n".encode())
-            n += 1
-    return f"{n}-{h.hexdigest()[:16]}"
+    return content_fingerprint([pair for idx in sorted(indexes, key=lambda i: i.subset)
+                                for pair in sorted(idx.hashes.items())])
 
 
 def find_duplicates(index: SubsetIndex) -> dict[str, list[str]]:

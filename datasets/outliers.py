@@ -7,13 +7,12 @@ like the target class; overlapping data must be excluded by name (datasets.md §
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from .images import is_image_file
-from .layout import LayoutError, _HashCache
+from .layout import LayoutError, _HashCache, content_fingerprint
 
 
 @dataclass
@@ -32,13 +31,6 @@ class OutlierPool:
         return (f"{len(self.paths)} images of {len(cats)} categor"
                 f"{'y' if len(cats) == 1 else 'ies'} ({shown}) from {self.root}{out}, "
                 f"fingerprint {self.fingerprint}")
-
-
-def _fingerprint(pairs: list[tuple[str, str]]) -> str:
-    h = hashlib.sha256()
-    for rel, digest in pairs:
-        h.update(f"{rel}\0{digest}\n".encode())
-    return f"{len(pairs)}-{h.hexdigest()[:16]}"
 
 
 def outlier_pool(root: Path, exclude: Iterable[str] = ()) -> OutlierPool:
@@ -63,11 +55,11 @@ def outlier_pool(root: Path, exclude: Iterable[str] = ()) -> OutlierPool:
         if not paths:
             continue
         mine = [(rel, cache.get(root, rel)) for rel in paths]
-        groups.append((c, paths, _fingerprint(mine)))
+        groups.append((c, paths, content_fingerprint(mine)))
         pairs += mine
     cache.save()
     if not pairs:
         raise LayoutError(f"outlier source {root} holds no image once {', '.join(excl)} "
                           f"{'is' if len(excl) == 1 else 'are'} excluded")
     return OutlierPool(root, [rel for rel, _ in pairs], [c for c in cats if c in excl],
-                       _fingerprint(pairs), groups)
+                       content_fingerprint(pairs), groups)

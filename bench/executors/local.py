@@ -4,21 +4,25 @@ the CPU), each importing torch once and running many runs.
 A worker is pinned to its GPU with ``CUDA_VISIBLE_DEVICES`` before torch (and so CUDA) is
 imported in it. A worker that dies mid-run (segfault, OOM kill) is replaced and its run
 recorded as failed; a run that raises is recorded as failed by the worker itself and the
-sweep goes on.
+sweep goes on. On Ctrl-C only the sweep process acts: workers ignore SIGINT (they start with
+it blocked), are ended at once, and their unfinished runs leave no folder and no claim, so
+the same command resumes.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Callable, Optional
 
-from ..grid import RunSpec
+from ..grid import ConfigError, RunSpec
 from ..store import FINISHED, Store
 
 
@@ -53,7 +57,9 @@ class Slot:
 
 
 def plan_slots(gpus: Optional[str], jobs_per_gpu: int, workers: Optional[int]) -> list[Slot]:
-    """``--gpus`` (comma list, ``all`` or ``none``), ``--jobs-per-gpu``, ``--workers``."""
+    """``--gpus`` (comma list of GPU indices, ``all`` or ``none``), ``--jobs-per-gpu``,
+    ``--workers``. A GPU index that this machine does not show is an error here, before any
+    worker starts (not one failed record per run)."""
     cores = os.cpu_count() or 1
     if gpus in (None, "all"):
         ids = visible_gpus()
@@ -61,18 +67,52 @@ def plan_slots(gpus: Optional[str], jobs_per_gpu: int, workers: Optional[int]) -
         ids = []
     else:
         ids = [g.strip() for g in gpus.split(",") if g.strip()]
+        bad = [g for g in ids if not g.isdigit()]
+        if bad:
+            raise ConfigError(f"--gpus {gpus!r}: use all, none or a comma list of GPU indices "
+                              f"(e.g. 0,1); {', '.join(bad)} is not an index")
+        visible = visible_gpus()
+        missing = [g for g in ids if g not in visible]
+        if missing:
+            raise ConfigError(f"--gpus {gpus}: no GPU {', '.join(missing)} on this machine "
+                              f"(visible: {', '.join(visible) or 'none'}); use --gpus none to "
+                              f"run on the CPU")
+        ids = list(dict.fromkeys(ids))
     if ids:
-        n = len(ids) * max(1, jobs_per_gpu)
-        return [Slot(g, max(1, cores // n)) for g in ids for _ in range(max(1, jobs_per_gpu))]
+        n = len(ids) * jobs_per_gpu
+        return [Slot(g, max(1, cores // n)) for g in ids for _ in range(jobs_per_gpu)]
     # Small CPU runs are dominated by per-op overhead: several single-threaded workers beat
     # one multi-threaded worker, so the default is one worker per core (at most 8).
-    n = max(1, workers or min(cores, 8))
+    n = workers or min(cores, 8)
     return [Slot(None, max(1, cores // n)) for _ in range(n)]
+
+
+def slot_notes(slots: list[Slot], gpus: Optional[str], jobs_per_gpu: int,
+               workers: Optional[int]) -> list[str]:
+    """What of ``--gpus``/``--jobs-per-gpu``/``--workers`` the chosen slots do not use, said
+    rather than silently ignored."""
+    notes = []
+    on_gpu = any(s.gpu is not None for s in slots)
+    if gpus == "all" and not on_gpu:
+        notes.append("--gpus all: no GPU is visible on this machine; running on the CPU")
+    if on_gpu and workers is not None:
+        notes.append(f"--workers {workers} applies to CPU runs; this sweep runs on GPUs "
+                     f"({jobs_per_gpu} per GPU, set with --jobs-per-gpu)")
+    if not on_gpu and jobs_per_gpu != 1:
+        notes.append(f"--jobs-per-gpu {jobs_per_gpu} applies to GPU runs; this sweep runs on "
+                     f"the CPU ({len(slots)} workers, set with --workers)")
+    return notes
 
 
 def _worker_main(conn, slot: Slot, results: str, sweep: str, save_models: bool,
                  deterministic: bool) -> None:
     """Worker process: pin the device, import torch once, then run specs until told to stop."""
+    # Ctrl-C reaches the whole process group; the sweep process alone handles it (and stops
+    # this worker), so a worker never prints a KeyboardInterrupt traceback. SIGINT arrives
+    # blocked (see _Worker): ignoring it first discards one already pending.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent()
     if deterministic:  # cuBLAS reads this when CUDA starts, so set it before importing torch
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -115,11 +155,33 @@ def _die_with_parent() -> None:
         return
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def _start_sigint_blocked(proc) -> None:
+    """Start a worker with SIGINT blocked (the mask is inherited through fork and exec), so
+    a Ctrl-C while it boots cannot raise a KeyboardInterrupt in it before it ignores SIGINT.
+    A Ctrl-C meanwhile is kept for this process and raised once the worker has started."""
+    if not hasattr(signal, "pthread_sigmask") or \
+            threading.current_thread() is not threading.main_thread():
+        proc.start()
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # it unblocks SIGINT when it first starts: start it now
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(True))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class _Worker:
@@ -130,9 +192,12 @@ class _Worker:
         self.proc = ctx.Process(target=_worker_main, args=(child, slot, results, sweep,
                                                            save_models, deterministic),
                                 daemon=True)
-        self.proc.start()
-        child.close()
+        self._child_conn = child
         self.task: Optional[RunSpec] = None
+
+    def start(self) -> None:
+        _start_sigint_blocked(self.proc)
+        self._child_conn.close()
 
 
 def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
@@ -147,11 +212,18 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
     ctx = mp.get_context("spawn")  # fresh interpreters: no CUDA state inherited from the parent
     queue = list(specs)
     slots = slots[:len(specs)] or slots[:1]
-    def start(slot: Slot) -> _Worker:
-        return _Worker(ctx, slot, str(store.dir.parent), store.sweep, save_models, deterministic)
+    started: list[_Worker] = []  # every worker of this call, for the cleanup on Ctrl-C
 
-    workers = [start(s) for s in slots]
+    def start(slot: Slot) -> _Worker:
+        w = _Worker(ctx, slot, str(store.dir.parent), store.sweep, save_models, deterministic)
+        started.append(w)
+        w.start()
+        return w
+
+    workers: list[_Worker] = []
     try:
+        for s in slots:
+            workers.append(start(s))
         while queue or any(w.task for w in workers):
             for w in workers:
                 while w.task is None and queue:
@@ -191,18 +263,48 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
                     counts["failed"] += 1
                     store.release(spec.run_id)
                     on_result(spec, "failed")
+                    w.task = None
                     workers[i] = start(w.slot)
-    finally:
+    except BaseException:  # Ctrl-C (KeyboardInterrupt) or a bug: stop now, then re-raise
+        _stop_now(started, store)
+        raise
+    _stop_when_idle(workers)
+    return counts
+
+
+def _stop_when_idle(workers: list[_Worker]) -> None:
+    """End idle workers after the last run: tell them to stop, wait, then terminate."""
+    for w in workers:
+        try:
+            if w.proc.is_alive():
+                w.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+    for w in workers:
+        w.proc.join(timeout=10)
+        if w.proc.is_alive():
+            w.proc.terminate()
+
+
+def _stop_now(workers: list[_Worker], store: Store) -> None:
+    """Interrupted: end the workers at once (their runs are lost and rerun on resume), then
+    remove what their unfinished runs left half-written and release those claims. Further
+    Ctrl-C is ignored meanwhile, so the cleanup is never cut short."""
+    main = threading.current_thread() is threading.main_thread()  # signal.signal needs it
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
         for w in workers:
-            if w.task is not None:
-                store.release(w.task.run_id)
-            try:
-                if w.proc.is_alive():
-                    w.conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
-        for w in workers:
-            w.proc.join(timeout=10)
             if w.proc.is_alive():
                 w.proc.terminate()
-    return counts
+        for w in workers:
+            w.proc.join(timeout=5)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=5)
+            if w.task is not None:
+                store.discard_partial(w.task.run_id)
+                store.release(w.task.run_id)
+                w.task = None
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)

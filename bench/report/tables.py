@@ -114,9 +114,7 @@ def frame_from_entries(entries: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
 def load_runs(results: Path | str, sweeps: Optional[list[str]] = None) -> pd.DataFrame:
     """One row per run record under ``results`` (all sweeps, or the named ones)."""
     entries = []
-    for store in sweep_stores(results):
-        if sweeps and store.sweep not in sweeps:
-            continue
+    for store in sweep_stores(results, sweeps):  # an unknown sweep name lists the present ones
         entries.extend(store.entries())
     return frame_from_entries(entries)
 
@@ -421,9 +419,19 @@ def _best_mask(means: pd.DataFrame) -> pd.DataFrame:
     return mask
 
 
+def shots_legend(columns) -> str:
+    """What the ``(N)`` in a column name means, for tables that have such a column."""
+    if not any(re.search(r"\(\d+\)", str(c)) for c in columns):
+        return ""
+    return ("(N) after a method: N labelled anomalies per run (shots); no (N): the method "
+            "uses none")
+
+
 def to_markdown(text: pd.DataFrame) -> str:
     flat = text.reset_index()
-    return flat.to_markdown(index=False, disable_numparse=True)
+    legend = shots_legend(text.columns)
+    return (legend + "\n\n" if legend else "") + flat.to_markdown(index=False,
+                                                                   disable_numparse=True)
 
 
 def to_latex(text: pd.DataFrame, means: pd.DataFrame, caption: str = "") -> str:
@@ -449,6 +457,7 @@ def to_latex(text: pd.DataFrame, means: pd.DataFrame, caption: str = "") -> str:
                          bool(best.loc[key, c]) else v)
         lines.append(" & ".join([esc(k) for k in key] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    caption = "; ".join(x for x in (caption, shots_legend(cols)) if x)
     if caption:
         lines.append(r"\caption{" + esc(caption) + "}")
     lines.append(r"\end{table}")
@@ -493,7 +502,7 @@ def caption_for(runs: pd.DataFrame, setting: str, metric: str, has_variants: boo
     sel = runs[runs["setting"] == setting]
     seeds = sorted({int(s) for s in sel["seed"].dropna()})
     parts = [f"Each cell: mean±std over the seeds ({', '.join(map(str, seeds))}) of one "
-             f"configuration; (n=k): only k of its runs finished; (N): N labelled anomalies."]
+             f"configuration; (n=k): only k of its runs finished."]
     parts.append("Mean rows (" + ("the subsets of a dataset, e.g. the MVTec AD categories"
                                   if setting == "general" else "the known classes of a subset")
                  + "): the mean over the rows within each seed, then mean±std over the seeds, "

@@ -38,11 +38,12 @@ def _hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_weights_file(arch: str, weights: str) -> Path | None:
+def resolve_weights_file(arch: str, weights: str, *, download: bool = True) -> Path | None:
     """Path of the checkpoint to load for ``arch``, or None for random initialisation.
 
-    ``imagenet`` looks in torch's hub cache and, if absent, tries torchvision's download once;
-    if that fails (offline) it raises :class:`WeightsUnavailable` naming the exact file."""
+    ``imagenet`` looks in torch's hub cache and, if absent, tries torchvision's download once
+    (never with ``download=False``, as in ``bench run --dry-run``); if the file is not there
+    it raises :class:`WeightsUnavailable` naming the exact file."""
     if arch not in _ARCHS:
         raise ValueError(f"unknown backbone {arch!r}; known: {', '.join(_ARCHS)}")
     if weights == "none":
@@ -55,6 +56,11 @@ def resolve_weights_file(arch: str, weights: str) -> Path | None:
         import torchvision.models as tvm
 
         _, enum_name = _ARCHS[arch]
+        if not download:
+            raise WeightsUnavailable(
+                f"{fname} is not in torch's cache; a run downloads it to {target} "
+                f"(torchvision's {enum_name}.IMAGENET1K_V1); offline, place it there, or pass "
+                f"--weights DIR or --weights none")
         try:  # users have internet; the download lands exactly at `target`
             getattr(tvm, enum_name).IMAGENET1K_V1.get_state_dict(progress=False)
         except Exception as exc:

@@ -174,7 +174,7 @@ def test_report_folder_beside_results_stale_tables_cleared(toy_root, tmp_path, m
     assert "no run records" in capsys.readouterr().err
     assert not (tmp_path / "reports" / "nothing").exists()
     assert main(["report", "--results", str(res), "--name", "nosuch"]) == 2
-    assert "sweeps present: main" in capsys.readouterr().err
+    assert "the sweeps there: main" in capsys.readouterr().err
     assert not (tmp_path / "reports" / "myresults" / "nosuch").exists()
 
 
