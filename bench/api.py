@@ -30,6 +30,20 @@ import numpy as np
 MAX_SHOTS = 10
 
 
+# Values of ``Method.outlier_policy``, resolved per target dataset by the planner when the
+# user passes no ``--outliers``:
+#   "none": no external outliers;
+#   "paper_pseudo": the dataset's pseudo-anomaly source in the DRA paper (Sec. 4.1:
+#       ``Dataset.paper_outliers``, LAG for the three medical datasets; nothing elsewhere, where
+#       pseudo anomalies are made by CutMix);
+#   "exposure": the dataset's outlier-exposure data (App. B.2: ``Dataset.exposure_outliers``,
+#       the other MVTec AD categories for industrial data and Mastcam, LAG for medical data);
+#       with no such data declared (a user's folder) the method runs without it and the run
+#       records why.
+# A declared source that is not prepared makes the run skipped with that reason.
+OUTLIER_POLICIES = ("none", "paper_pseudo", "exposure")
+
+
 @dataclass(frozen=True)
 class MethodCard:
     """Provenance of a method, shown by ``bench list methods --long`` (like torchvision's
@@ -112,7 +126,12 @@ class Method(abc.ABC):
     * ``card``: a :class:`MethodCard`;
     * ``quick_params``: parameter overrides of the ``quick`` preset (a test-sized budget);
     * ``dataset_img_size``: whether the ``paper`` preset sets ``img_size`` to the dataset's
-      paper size (False for a method with an input size of its own, e.g. KDAD's 128 px).
+      paper size (False for a method with an input size of its own, e.g. KDAD's 128 px);
+    * ``outlier_policy``: which external outlier images the harness gives the method when
+      the user names none with ``--outliers`` (see :data:`OUTLIER_POLICIES`);
+    * ``uses_common_blocks``: True for a method built on ``bench.methods.common``; its run
+      version (:meth:`full_version`) then carries the shared blocks' version, so a change in
+      a shared block changes the run id of every method that uses it.
     """
 
     name: ClassVar[str] = ""
@@ -122,6 +141,18 @@ class Method(abc.ABC):
     card: ClassVar[MethodCard] = MethodCard(paper="")
     quick_params: ClassVar[dict[str, Any]] = {}
     dataset_img_size: ClassVar[bool] = True
+    outlier_policy: ClassVar[str] = "none"
+    uses_common_blocks: ClassVar[bool] = False
+
+    @classmethod
+    def full_version(cls) -> str:
+        """The version that enters the run id: ``version``, plus the shared blocks' version
+        (``bench.methods.common.COMMON_VERSION``) when the method uses them."""
+        if not cls.uses_common_blocks:
+            return str(cls.version)
+        from .methods import common  # imported here: api.py stays free of torch at import
+
+        return f"{cls.version}+common{common.COMMON_VERSION}"
 
     # -- scikit-learn style parameter handling -------------------------------------------
     @classmethod

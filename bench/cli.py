@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="these run seeds, e.g. 0,5,7, instead of --seeds (default: none)")
     r.add_argument("--split-seed", type=int, default=S, dest="split_seed", metavar="S",
                    help="draw every split with seed S: labelled anomalies and test set stay "
-                        "fixed, only training varies with the run seed (default: each run's "
-                        "seed draws its split)")
+                        "fixed, only training varies with the run seed; 42 is the released "
+                        "code's policy (default: each run's seed draws its split)")
     r.add_argument("--preset", choices=["quick", "paper"], default=S,
                    help="quick: 64 px, a test-sized training budget, no pretrained weights, "
                         "minutes on a CPU; paper: the paper's image size, ImageNet weights "
@@ -126,11 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "torch's cache); none: random initialisation; DIR: a folder holding "
                         "the checkpoint files (default: none with --preset quick, imagenet "
                         "with paper)")
-    r.add_argument("--outliers", default=S, metavar="NAME|DIR",
-                   help="external pseudo anomalies: a dataset name (e.g. lag) or a folder of "
-                        "<X>/train/good/ images; the target's own category is excluded "
-                        "(default: the dataset's paper source with --preset paper, e.g. LAG "
-                        "for the medical datasets; none with quick)")
+    r.add_argument("--outliers", default=S, metavar="NAME|DIR|none",
+                   help="external outlier images for every method that uses them: a dataset "
+                        "name (e.g. lag, mvtec_ad), a folder of <X>/train/good/ images, or "
+                        "none; the target's own category is excluded (default: each method's "
+                        "own source, in both presets: SAOE the other MVTec AD categories, LAG "
+                        "on medical data; DRA LAG on medical data, CutMix elsewhere; a run "
+                        "whose source is not prepared is skipped)")
     r.add_argument("--train-cap", type=int, default=S, dest="train_cap", metavar="N",
                    help="use at most N normal training images, a seeded subset "
                         "(default: all of them)")
@@ -176,13 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only these sweeps, comma-separated (default: every sweep)")
     st.set_defaults(func=cmd_status)
 
-    rp = sub.add_parser("report", help="mean±std tables from the run records")
+    rp = sub.add_parser("report", help="mean±std tables from the run records (one "
+                                       "configuration per cell)")
     rp.add_argument("--results", default="results", metavar="DIR",
                     help="results folder to read (default: ./results)")
     rp.add_argument("--name", type=_csv, default=None, metavar="LIST",
                     help="only these sweeps, comma-separated (default: every sweep)")
-    rp.add_argument("--out", default="reports", metavar="DIR",
-                    help="folder the tables and runs.csv are written to (default: ./reports)")
+    rp.add_argument("--where", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                    help="only the runs of METHOD (wildcards as in --set) whose parameter has "
+                         "this value, or FIELD=VALUE for weights, outliers, preset, "
+                         "split_policy, method_version; repeatable (default: every run)")
+    rp.add_argument("--preset", default=None, choices=["quick", "paper"],
+                    help="only the runs planned with this preset (default: any preset)")
+    rp.add_argument("--out", default=None, metavar="DIR",
+                    help="folder the tables and runs.csv are written to; a rewrite removes "
+                         "the report files it no longer produces (default: "
+                         "reports/<results folder name>/<sweep>/)")
     rp.add_argument("--format", type=_csv, default=["markdown", "csv", "latex"],
                     metavar="LIST",
                     help="table formats, comma-separated: markdown, csv, latex "
@@ -340,7 +351,7 @@ def cmd_run(args) -> int:
     from .executors.local import plan_slots, run_local, slot_notes
     from .grid import effective_preset, expand, validate
     from .registry import missing_paper_methods
-    from .runner import record_skip
+    from .runner import prefetch_images, record_failure, record_skip
     from .store import FINISHED, Store
 
     # Everything that can be checked without reading data is checked first, so a bad option
@@ -365,10 +376,15 @@ def cmd_run(args) -> int:
     n_fin = sum(1 for s in plan.specs if statuses[s.run_id] in FINISHED)
     n_failed = sum(1 for s in plan.specs if statuses[s.run_id] == "failed")
     preset = effective_preset(cfg)
-    print(f"sweep {cfg.name!r} (preset {preset}): {len(plan.specs) + len(plan.skipped)} runs "
+    n_planned = len(plan.specs) + len(plan.skipped) + len(plan.failed)
+    print(f"sweep {cfg.name!r} (preset {preset}): {n_planned} runs "
           f"planned, {n_fin} already finished, {len(plan.skipped)} unavailable (skipped), "
-          f"{len(todo)} to run" + (f", {n_failed} failed kept (--retry-failed reruns them)"
-                                   if n_failed and not cfg.retry_failed else ""))
+          + (f"{len(plan.failed)} failed while planning, " if plan.failed else "")
+          + f"{len(todo)} to run" + (f", {n_failed} failed kept (--retry-failed reruns them)"
+                                     if n_failed and not cfg.retry_failed else ""))
+    for line in (reason_lines([(s.label, r) for s, r in plan.skipped], "skipped") +
+                 reason_lines([(s.label, r) for s, r in plan.failed], "failed")):
+        print(line, file=sys.stderr)
     slots = slots[:len(todo)] or slots[:1]
     workers_line = f"{len(slots)} worker(s): {', '.join(sl.describe() for sl in slots)}"
     if cfg.dry_run:
@@ -377,17 +393,23 @@ def cmd_run(args) -> int:
             print(f"  {s.run_id}  {st:8s} {s.label}")
         for s, reason in plan.skipped:
             print(f"  {s.run_id}  skipped  {s.label}: {reason}")
+        for s, reason in plan.failed:
+            print(f"  {s.run_id}  failed   {s.label}: {reason}")
         for line in weights:
             print(line)
         print(f"would run on {workers_line}; results in {store.dir}" if todo else
               f"nothing to run; results in {store.dir}")
-        print(f"{len(plan.specs) + len(plan.skipped)} runs ({len(todo)} to run)")
+        print(f"{n_planned} runs ({len(todo)} to run)")
         return 0
     store.clean_temp()
     for s, reason in plan.skipped:
         if store.status(s.run_id) is None:
             record_skip(s, store, reason)
+    for s, reason in plan.failed:
+        if store.status(s.run_id) is None or cfg.retry_failed:
+            record_failure(s, store, reason)
     if todo:
+        prefetch_images(todo)  # every image decoded once now: a broken file stops us here
         print(f"{workers_line}; logs in {store.dir / 'logs'}")
         from tqdm import tqdm
 
@@ -395,6 +417,7 @@ def cmd_run(args) -> int:
         bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
         counts = {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
+        reasons: dict[str, list[tuple[str, str]]] = {"failed": [], "skipped": []}
 
         def on_result(spec, status):
             counts[status] = counts.get(status, 0) + 1
@@ -402,8 +425,12 @@ def cmd_run(args) -> int:
                             skipped=counts["skipped"], left=len(todo) - sum(counts.values()),
                             refresh=False)
             bar.update(1)
-            if status == "failed":
-                bar.write(f"failed: {spec.label} (see {store.log_path(spec.run_id)})")
+            if status in reasons:
+                reason = _record_reason(store, spec.run_id)
+                reasons[status].append((spec.label, reason))
+                if status == "failed":
+                    bar.write(f"failed: {spec.label}: {reason.splitlines()[0][:200]} (see "
+                              f"{store.log_path(spec.run_id)})")
 
         t0 = time.time()
         try:
@@ -415,11 +442,20 @@ def cmd_run(args) -> int:
               f"{counts['failed']} failed, {counts['skipped']} skipped"
               + (f", {counts['elsewhere']} left to another `bench run` on the same results "
                  f"(running or finished there)" if counts["elsewhere"] else ""))
+        for line in reason_lines(reasons["skipped"], "skipped") + \
+                reason_lines(reasons["failed"], "failed"):
+            print(line, file=sys.stderr)
     if not args.no_table:
         _print_plan_table(store, [s.run_id for s in plan.specs] +
-                          [s.run_id for s, _ in plan.skipped])
-    failed = sum(1 for s in plan.specs if store.status(s.run_id) == "failed")
+                          [s.run_id for s, _ in plan.skipped + plan.failed])
+    failed = sum(1 for s in plan.specs + [f for f, _ in plan.failed]
+                 if store.status(s.run_id) == "failed")
     return 1 if failed else 0
+
+
+def _record_reason(store, run_id: str) -> str:
+    rec = store.record(run_id)
+    return str(rec.get("reason") or "no reason recorded") if rec else "no record written"
 
 
 def check_weights(specs, *, download: bool = True) -> list[str]:
@@ -452,30 +488,34 @@ def check_weights(specs, *, download: bool = True) -> list[str]:
 
 
 def _print_plan_table(store, run_ids: list[str]) -> None:
-    import json
+    """The tables of exactly the runs of this sweep's plan, built as `bench report` builds
+    them (one configuration per cell)."""
+    from .report.tables import build_tables, frame_from_entries
 
-    import pandas as pd
-
-    from .report.tables import summarize, to_markdown, wide_table
-
-    rows = []
-    for rid in run_ids:
-        p = store.run_dir(rid) / "record.json"
-        if p.is_file():
-            rows.append(json.loads(p.read_text()))
-    if not rows:
+    runs = frame_from_entries(store.entries(run_ids))
+    if runs.empty:
         return
-    df = pd.DataFrame(rows)
-    for c in ("auroc", "known_class"):
-        if c not in df.columns:
-            df[c] = None
-    df["known_class"] = df["known_class"].fillna("")
-    summary = summarize(df)
-    for setting in ("general", "hard"):
-        text, _ = wide_table(summary, setting)
-        if not text.empty:
-            print(f"\nAUC-ROC, {setting} setting (mean±std over seeds)\n")
-            print(to_markdown(text))
+    tables, _, _ = build_tables(runs)
+    for t in tables:
+        print("\n" + t.markdown())
+
+
+def reason_lines(items: list[tuple[str, str]], status: str, limit: int = 3) -> list[str]:
+    """Console lines for (label, reason) pairs of skipped or failed runs: one per run, or
+    one per reason shared by several runs (with a few of their labels)."""
+    by_reason: dict[str, list[str]] = {}
+    for label, reason in items:
+        by_reason.setdefault(str(reason).strip().splitlines()[0] if reason else
+                             "no reason recorded", []).append(label)
+    lines = []
+    for reason, labels in by_reason.items():
+        if len(labels) == 1:
+            lines.append(f"{status}: {labels[0]}: {reason}")
+        else:
+            shown = "; ".join(labels[:limit]) + (f"; and {len(labels) - limit} more"
+                                                 if len(labels) > limit else "")
+            lines.append(f"{status} {len(labels)} runs: {reason} ({shown})")
+    return lines
 
 
 # -- status / report --------------------------------------------------------------------------
@@ -507,22 +547,30 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report.tables import write_report
+    from .report.tables import ReportError, default_report_dir, write_report
 
     bad = [f for f in args.format if f not in ("markdown", "csv", "latex")]
     if bad:
         print(f"error: unknown --format {','.join(bad)}; use markdown, csv, latex",
               file=sys.stderr)
         return 2
-    printed = write_report(args.results, args.out, args.format, args.name, args.metric,
-                           compare_paper=args.compare_paper)
+    out = Path(args.out) if args.out else default_report_dir(args.results, args.name)
+    try:
+        printed = write_report(args.results, out, args.format, args.name, args.metric,
+                               compare_paper=args.compare_paper, where=args.where,
+                               preset=args.preset)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in printed.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     for md in printed.get("markdown", []):
         print(md)
     if "paper" in printed:
         print(printed["paper"])
     c = printed["counts"]
     print(f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped runs; tables and "
-          f"runs.csv written to {args.out}")
+          f"runs.csv written to {out}")
     return 0
 
 

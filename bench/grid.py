@@ -7,28 +7,42 @@ Presets:
   training steps), weights ``none``, one seed, 10 shots — a sweep that finishes in minutes on
   a laptop CPU;
 * ``paper``: the methods' defaults (the paper's settings, methods.md), the dataset's paper
-  image size, ImageNet weights, three seeds, 1 and 10 shots, the dataset's paper outlier
-  source (LAG for the medical datasets).
+  image size, ImageNet weights, three seeds, 1 and 10 shots.
 
 Parameter precedence: ``--set`` over the preset (per-dataset image size, quick budget) over
-the method's (variant's) default.
+the method's (variant's) default. ``--set`` and ``--config`` values are coerced to the type
+of the parameter (its annotation, else its default's type) and refused when they do not fit.
+
+Outlier sources are per method (``Method.outlier_policy``), resolved per dataset in both
+presets: SAOE gets the dataset's outlier-exposure data (other MVTec AD categories for
+industrial data and Mastcam, LAG for medical data, the other subset for the synthetic
+dataset), DRA the paper's pseudo-anomaly source (LAG on the three medical datasets, CutMix
+elsewhere), the other methods none. ``--outliers NAME|PATH`` gives every method that uses
+outliers that source instead, ``--outliers none`` none. A declared source that is not
+prepared makes the run skipped with that reason; it never runs without it.
+
+Planning one run never ends the sweep: a split that cannot be built is a skipped run, any
+other error a failed run, each with its reason.
 """
 from __future__ import annotations
 
 import fnmatch
 import hashlib
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from .api import MAX_SHOTS
+from .api import MAX_SHOTS, OUTLIER_POLICIES
 from .protocol import SplitUnavailable, make_split
 from .registry import get_dataset, list_datasets, method_class, method_defaults, \
     resolve_method_names
-from .datasets.base import Dataset, FolderDataset, default_data_root
+from .datasets import images as _images
+from .datasets.base import Dataset, DatasetNotPrepared, FolderDataset, default_data_root
 from .datasets.layout import LayoutError, SubsetIndex, list_subsets, read_subset
 from .datasets.outliers import OutlierPool, outlier_pool
 
@@ -92,18 +106,58 @@ def load_config_file(path: Path) -> dict:
                               f"{', '.join(sorted(valid))}")
         if key in ("methods", "datasets", "subsets", "known_classes") and isinstance(v, str):
             v = [s.strip() for s in v.split(",") if s.strip()]
-        if key in ("shots", "seed_list") and isinstance(v, (int, str)):
-            v = [int(s) for s in str(v).split(",")]
+        if key in ("shots", "seed_list") and isinstance(v, (int, str)) and \
+                not isinstance(v, bool):
+            try:
+                v = [int(s) for s in str(v).split(",")]
+            except ValueError:
+                raise ConfigError(f"config file {path}: option {k!r} expects comma-separated "
+                                  f"integers, got {v!r}") from None
         if key == "set" and isinstance(v, dict):
             v = [f"{a}={b}" for a, b in v.items()]
-        out[key] = v
+        out[key] = _typed_option(path, k, key, v)
     return out
+
+
+_INT_OPTIONS = ("seeds", "split_seed", "train_cap", "jobs_per_gpu", "workers")
+_BOOL_OPTIONS = ("retry_failed", "save_models", "deterministic", "dry_run")
+_LIST_OPTIONS = ("methods", "datasets", "subsets", "known_classes", "shots", "seed_list", "set")
+
+
+def _typed_option(path: Path, name: str, key: str, v: Any) -> Any:
+    """A config-file option checked against the type of its CLI flag."""
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"config file {path}: option {name!r} expects {expected}, got {v!r}")
+
+    if v is None:
+        return None
+    if key in _INT_OPTIONS:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad("an integer")
+    elif key in _BOOL_OPTIONS:
+        if not isinstance(v, bool):
+            raise bad("true or false")
+    elif key in _LIST_OPTIONS:
+        if not isinstance(v, list):
+            raise bad("a list or a comma-separated string")
+        if key in ("shots", "seed_list") and not all(isinstance(x, int) and
+                                                     not isinstance(x, bool) for x in v):
+            raise bad("integers")
+        if key not in ("shots", "seed_list"):
+            v = [str(x) for x in v]
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = str(v)  # e.g. `gpus: 0`, `name: 2024`
+    elif not isinstance(v, str):
+        raise bad("a string")
+    return v
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One run. Its id hashes exactly the fields that define the result (not paths, not the
-    harness version)."""
+    harness version). The fields after ``decoder_version`` describe the run without entering
+    its id: where to read the data, the preset and split policy that produced it, notes
+    (e.g. why a method runs without outliers) and how it differs from the paper preset."""
 
     method: str
     method_version: str
@@ -121,13 +175,19 @@ class RunSpec:
     weights: str
     outliers: Optional[str]
     outliers_fingerprint: Optional[str]
+    decoder_version: Optional[str] = None
     dataset_root: str = field(default="", compare=False)   # where to read it (not hashed)
     outliers_root: Optional[str] = field(default=None, compare=False)
     outliers_excluded: tuple = field(default=(), compare=False)
+    preset: str = field(default="", compare=False)
+    split_policy: str = field(default="", compare=False)   # "seed" or "fixed:<split seed>"
+    notes: tuple = field(default=(), compare=False)
+    paper_deviations: tuple = field(default=(), compare=False)
 
     HASHED = ("method", "method_version", "params", "dataset", "subset", "subset_fingerprint",
               "setting", "known_class", "shots", "seed", "split_seed", "split_hash",
-              "train_cap", "weights", "outliers", "outliers_fingerprint")
+              "train_cap", "weights", "outliers", "outliers_fingerprint", "decoder_version")
+    _TUPLES = ("outliers_excluded", "notes", "paper_deviations")
 
     def identity(self) -> dict:
         return {k: getattr(self, k) for k in self.HASHED}
@@ -137,23 +197,60 @@ class RunSpec:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    @property
+    def config_id(self) -> str:
+        return config_id_of({**self.identity(), "split_policy": self.split_policy})
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["outliers_excluded"] = list(self.outliers_excluded)
+        for k in self._TUPLES:
+            d[k] = list(getattr(self, k))
         d["run_id"] = self.run_id
+        d["config_id"] = self.config_id
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        d["outliers_excluded"] = tuple(d.get("outliers_excluded") or ())
+        for k in cls._TUPLES:
+            d[k] = tuple(d.get(k) or ())
         return cls(**d)
 
     @property
     def label(self) -> str:
         kc = f"/{self.known_class}" if self.known_class else ""
+        out = f" outliers={self.outliers}" if self.outliers else ""
         return (f"{self.method} {self.dataset}/{self.subset} {self.setting}{kc} "
-                f"shots={self.shots} seed={self.seed}")
+                f"shots={self.shots} seed={self.seed}{out}")
+
+
+# -- configurations: the unit of a table cell ------------------------------------------------
+CONFIG_EXCLUDED = ("seed", "split_seed", "split_hash")
+
+
+def split_policy_of(spec: dict) -> str:
+    """``"seed"`` (the split seed is the run's seed) or ``"fixed:<S>"`` (``--split-seed S``);
+    inferred from the seeds for records written before the policy was recorded."""
+    policy = spec.get("split_policy")
+    if policy:
+        return str(policy)
+    return "seed" if spec.get("split_seed") == spec.get("seed") else \
+        f"fixed:{spec.get('split_seed')}"
+
+
+def config_identity(spec: dict) -> dict:
+    """What makes a run's configuration: every field of its run id except the seeds and the
+    split, plus the split policy. Works on a ``spec.json`` of any age (missing fields are
+    None, so records of an older harness form configurations of their own)."""
+    ident = {k: spec.get(k) for k in RunSpec.HASHED if k not in CONFIG_EXCLUDED}
+    ident["split_policy"] = split_policy_of(spec)
+    return ident
+
+
+def config_id_of(spec: dict) -> str:
+    blob = json.dumps(config_identity(spec), sort_keys=True, separators=(",", ":"),
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 # -- --set METHOD.PARAM=VALUE ---------------------------------------------------------------
@@ -161,11 +258,84 @@ class RunSpec:
 class Override:
     pattern: str   # method name or wildcard
     param: str
-    value: Any
+    value: Any     # the YAML reading of the text
+    typed: dict = field(default_factory=dict)  # method -> value coerced to its parameter type
+
+
+_NONE_WORDS = ("none", "null", "~")
+
+
+def param_types(cls: type) -> dict[str, Any]:
+    """Type of each constructor parameter: its annotation, else the type of its default
+    (None when neither says: any value is taken as written)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve: fall back to the defaults
+        hints = {}
+    defaults = cls.default_params()
+    return {n: hints.get(n, type(defaults[n]) if defaults.get(n) is not None else None)
+            for n in cls.param_names()}
+
+
+def type_name(typ: Any) -> str:
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        parts = [type_name(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or none" if type(None) in args else "")
+    return {int: "an integer", float: "a number", bool: "true or false",
+            str: "a string"}.get(typ, getattr(typ, "__name__", str(typ)))
+
+
+def coerce_value(text: str, typ: Any) -> Any:
+    """``text`` (as written after ``=``) as a value of type ``typ``; ValueError if it does
+    not fit. YAML 1.1 reads ``1e-3`` as a string, so numbers are parsed here, not by YAML."""
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        parsed = text
+    if typ is None or typ is Any:
+        return parsed
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if type(None) in args and (parsed is None or (isinstance(parsed, str) and
+                                                      parsed.strip().lower() in _NONE_WORDS)):
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce_value(text, a)
+            except ValueError:
+                continue
+        raise ValueError(text)
+    if typ is bool:
+        if isinstance(parsed, bool):
+            return parsed
+        raise ValueError(text)
+    if typ is int:
+        if isinstance(parsed, int) and not isinstance(parsed, bool):
+            return parsed
+        raise ValueError(text)
+    if typ is float:
+        if isinstance(parsed, bool):
+            raise ValueError(text)
+        if isinstance(parsed, (int, float)):
+            return float(parsed)
+        try:
+            return float(str(parsed).strip())
+        except ValueError:
+            raise ValueError(text) from None
+    if typ is str:
+        return text.strip() if not isinstance(parsed, str) else parsed
+    if isinstance(typ, type) and isinstance(parsed, typ):
+        return parsed
+    raise ValueError(text)
 
 
 def parse_overrides(items: list[str], methods: list[str]) -> list[Override]:
-    """Parse ``--set`` items; values are YAML scalars (``10``, ``1e-3``, ``true``, ``a,b``)."""
+    """Parse ``--set`` items; each value is coerced to the type of the parameter of every
+    method it applies to (``dra.lr=1e-3`` gives the float 0.001, ``dra.epochs=ten`` is
+    refused naming the expected type)."""
     out = []
     for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
@@ -188,7 +358,15 @@ def parse_overrides(items: list[str], methods: list[str]) -> list[Override]:
                               f"a parameter {param!r}; valid: {', '.join(valid)}")
         if not any(c in pattern for c in "*?[") and len(having) < len(targets):
             raise ConfigError(f"--set {item!r}: method {pattern!r} has no parameter {param!r}")
-        out.append(Override(pattern, param, value))
+        typed = {}
+        for m in having:
+            typ = param_types(method_class(m))[param]
+            try:
+                typed[m] = coerce_value(raw, typ)
+            except ValueError:
+                raise ConfigError(f"--set {item!r}: parameter {param!r} of {m} expects "
+                                  f"{type_name(typ)}, got {raw!r}") from None
+        out.append(Override(pattern, param, value, typed))
     return out
 
 
@@ -204,8 +382,8 @@ def method_params(method: str, preset: str, dataset: Dataset, subset: str,
     elif preset == "paper" and "img_size" in params and cls.dataset_img_size:
         params["img_size"] = dataset.img_size_for(subset)
     for o in overrides:
-        if fnmatch.fnmatchcase(method, o.pattern) and o.param in params:
-            params[o.param] = o.value
+        if method in o.typed and o.param in params:
+            params[o.param] = o.typed[method]
     return params
 
 
@@ -261,6 +439,7 @@ class Plan:
     skipped: list[tuple[RunSpec, str]]   # runs known to be unavailable (recorded as skipped)
     notes: list[str]
     planned_seeds: int
+    failed: list[tuple[RunSpec, str]] = field(default_factory=list)  # planning raised
 
 
 def effective_preset(cfg: SweepConfig) -> str:
@@ -324,7 +503,8 @@ def _unique(values: list, option: str, notes: list[str]) -> list:
 
 
 def _drop_duplicate_runs(specs: list[RunSpec], skipped: list[tuple[RunSpec, str]],
-                         notes: list[str]) -> tuple[list, list]:
+                         notes: list[str], failed: list[tuple[RunSpec, str]] = ()
+                         ) -> tuple[list, list, list]:
     """The safety net behind :func:`_unique`: one entry per run id (e.g. one dataset named
     by two paths), so no run is ever computed twice in one sweep."""
     seen: set[str] = set()
@@ -337,13 +517,15 @@ def _drop_duplicate_runs(specs: list[RunSpec], skipped: list[tuple[RunSpec, str]
                 out.append(item)
         return out
 
-    n = len(specs) + len(skipped)
+    n = len(specs) + len(skipped) + len(failed)
     specs = first(specs, lambda s: s.run_id)
     skipped = first(skipped, lambda sr: sr[0].run_id)
-    if len(specs) + len(skipped) < n:
-        notes.append(f"{n - len(specs) - len(skipped)} duplicate run(s) dropped: the same run "
+    failed = first(failed, lambda sr: sr[0].run_id)
+    kept = len(specs) + len(skipped) + len(failed)
+    if kept < n:
+        notes.append(f"{n - kept} duplicate run(s) dropped: the same run "
                      f"was planned more than once (e.g. one dataset given twice)")
-    return specs, skipped
+    return specs, skipped, failed
 
 
 def expand(cfg: SweepConfig) -> Plan:
@@ -367,18 +549,19 @@ def expand(cfg: SweepConfig) -> Plan:
     weights = cfg.weights or ("none" if preset == "quick" else "imagenet")
     data_root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     train_cap = cfg.train_cap
+    outlier_sources = OutlierSources(cfg.outliers, data_root)
+    split_policy = "seed" if cfg.split_seed is None else f"fixed:{cfg.split_seed}"
 
     specs: list[RunSpec] = []
     skipped: list[tuple[RunSpec, str]] = []
+    failed: list[tuple[RunSpec, str]] = []
     for ds_name in _unique(list(cfg.datasets), "--datasets", notes):
         ds = resolve_dataset(ds_name)
         label = dataset_label(ds)
         root = ds.locate(data_root)
         subsets = dataset_subsets(ds, root, cfg.subsets)
-        outliers_spec = cfg.outliers or (ds.paper_outliers if preset == "paper" else None)
         for subset in subsets:
             index = read_subset(root, subset)
-            pool = _outliers(outliers_spec, data_root, subset) if outliers_spec else None
             cells: list[tuple[str, Optional[str]]] = []
             for setting in settings:
                 if setting == "general":
@@ -397,51 +580,190 @@ def expand(cfg: SweepConfig) -> Plan:
             for method in methods:
                 cls = method_class(method)
                 params = method_params(method, preset, ds, subset, overrides)
+                choice = outlier_sources.choose(cls, method, ds, label, subset)
+                for note in choice.notes():
+                    if note not in notes:
+                        notes.append(note)
+                deviations = paper_deviations(method, cls, preset, ds, subset, params,
+                                              weights, choice.source, train_cap)
                 m_shots = shots_list if cls.uses_labeled_anomalies else [0]
                 for setting, known in cells:
                     for shots in m_shots:
                         for seed in seeds:
                             split_seed = cfg.split_seed if cfg.split_seed is not None else seed
-                            reason, split_hash = None, ""
-                            try:
-                                split = make_split(index, dataset=label, setting=setting,
-                                                   shots=shots, seed=split_seed,
-                                                   known_class=known, train_cap=train_cap)
-                                split_hash = split.manifest_hash
-                            except SplitUnavailable as exc:
-                                reason = str(exc)
-                            spec = RunSpec(
-                                method=method, method_version=cls.version, params=params,
-                                dataset=label, subset=subset,
-                                subset_fingerprint=index.fingerprint, setting=setting,
-                                known_class=known, shots=shots, seed=seed,
-                                split_seed=split_seed, split_hash=split_hash,
-                                train_cap=train_cap, weights=weights,
-                                outliers=outliers_spec if pool else None,
-                                outliers_fingerprint=pool.fingerprint if pool else None,
-                                dataset_root=str(root),
-                                outliers_root=str(pool.root) if pool else None,
-                                outliers_excluded=tuple(pool.excluded) if pool else ())
-                            if reason:
-                                skipped.append((spec, reason))
-                            else:
-                                specs.append(spec)
-    if not specs and not skipped:
+                            spec, status, reason = _plan_run(
+                                index, label, setting, known, shots, seed, split_seed,
+                                train_cap,
+                                dict(method=method, method_version=cls.full_version(),
+                                     params=params, dataset=label, subset=subset,
+                                     setting=setting, known_class=known, shots=shots,
+                                     seed=seed, split_seed=split_seed, train_cap=train_cap,
+                                     weights=weights, outliers=choice.source,
+                                     outliers_fingerprint=choice.fingerprint,
+                                     decoder_version=_images.DECODER_VERSION,
+                                     dataset_root=str(root), outliers_root=choice.root,
+                                     outliers_excluded=choice.excluded, preset=preset,
+                                     split_policy=split_policy, notes=choice.run_notes(),
+                                     paper_deviations=deviations),
+                                choice.skip_reason)
+                            {"todo": specs, "skipped": skipped, "failed": failed}[status] \
+                                .append(spec if status == "todo" else (spec, reason))
+    if not specs and not skipped and not failed:
         raise ConfigError("the sweep holds no run; check --setting, --subsets and "
                           "--known-classes")
-    specs, skipped = _drop_duplicate_runs(specs, skipped, notes)
-    return Plan(specs, skipped, notes, len(seeds))
+    specs, skipped, failed = _drop_duplicate_runs(specs, skipped, notes, failed)
+    return Plan(specs, skipped, notes, len(seeds), failed)
 
 
-def _outliers(spec: str, data_root: Path, subset: str) -> OutlierPool:
-    """The outlier pool for a target subset: its own category is excluded by name."""
-    if spec in list_datasets():
-        root = get_dataset(spec).locate(data_root)
-    else:
-        root = Path(spec).expanduser()
-        if not root.is_dir():
-            raise ConfigError(f"--outliers {spec!r} is neither a registered dataset nor a folder")
+def _plan_run(index: SubsetIndex, label: str, setting: str, known: Optional[str], shots: int,
+              seed: int, split_seed: int, train_cap: Optional[int], fields: dict,
+              skip_reason: Optional[str]) -> tuple[RunSpec, str, Optional[str]]:
+    """One run's spec and its status: "todo", "skipped" (the split cannot be built, or a
+    needed outlier source is missing) or "failed" (anything else went wrong while planning
+    it; the reason names the error, the rest of the sweep goes on)."""
+    status, reason, split_hash = "todo", None, ""
     try:
-        return outlier_pool(root, exclude=[subset])
-    except LayoutError as exc:
-        raise ConfigError(f"--outliers {spec!r}: {exc}") from exc
+        split = make_split(index, dataset=label, setting=setting, shots=shots, seed=split_seed,
+                           known_class=known, train_cap=train_cap)
+        split_hash = split.manifest_hash
+    except SplitUnavailable as exc:
+        status, reason = "skipped", str(exc)
+    except Exception as exc:  # a data problem of this run only: record it, plan the rest
+        status, reason = "failed", f"while planning: {type(exc).__name__}: {exc}"
+    if status == "todo" and skip_reason:
+        status, reason = "skipped", skip_reason
+    spec = RunSpec(subset_fingerprint=index.fingerprint, split_hash=split_hash, **fields)
+    return spec, status, reason
+
+
+# -- outlier sources ---------------------------------------------------------------------
+@dataclass
+class OutlierChoice:
+    """The outlier source of one method on one target subset."""
+
+    source: Optional[str] = None           # dataset name or folder, None = no outliers
+    pool: Optional[OutlierPool] = None
+    skip_reason: Optional[str] = None      # the source is needed but not available
+    note: Optional[str] = None             # why the method runs without outliers (run note)
+    plan_note: Optional[str] = None        # the pool, described once per sweep
+
+    @property
+    def fingerprint(self) -> Optional[str]:
+        return self.pool.fingerprint if self.pool else None
+
+    @property
+    def root(self) -> Optional[str]:
+        return str(self.pool.root) if self.pool else None
+
+    @property
+    def excluded(self) -> tuple:
+        return tuple(self.pool.excluded) if self.pool else ()
+
+    def notes(self) -> list[str]:
+        return [n for n in (self.note, self.plan_note) if n]
+
+    def run_notes(self) -> tuple:
+        return (self.note,) if self.note else ()
+
+
+class OutlierSources:
+    """Resolves ``Method.outlier_policy`` (or the user's ``--outliers``) per target subset;
+    each pool is listed and hashed once per sweep."""
+
+    def __init__(self, user: Optional[str], data_root: Path):
+        self.user = user
+        self.data_root = data_root
+        self._pools: dict[tuple[str, str], tuple[Optional[OutlierPool], Optional[str]]] = {}
+        self.described: set[tuple[str, str]] = set()
+
+    def choose(self, cls: type, method: str, ds: Dataset, label: str,
+               subset: str) -> OutlierChoice:
+        if not cls.uses_outliers:
+            return OutlierChoice()
+        policy = cls.outlier_policy
+        if policy not in OUTLIER_POLICIES:
+            raise ConfigError(f"method {method!r} declares outlier_policy={policy!r}; use "
+                              f"one of {', '.join(OUTLIER_POLICIES)}")
+        if self.user == "none":
+            return OutlierChoice(note=f"--outliers none: {method} on {label}/{subset} trains "
+                                      f"without external outliers" if policy == "exposure"
+                                 else None)
+        if self.user:
+            pool, reason = self._pool(self.user, subset, user=True)
+            return OutlierChoice(self.user, pool, reason,
+                                 plan_note=self._describe(self.user, subset, pool, label))
+        source = {"none": None, "paper_pseudo": ds.paper_outliers,
+                  "exposure": ds.exposure_outliers}[policy]
+        if source is None:
+            if policy == "exposure":
+                return OutlierChoice(note=f"{method} on {label}/{subset}: no outlier-exposure "
+                                          f"data is declared for this dataset, so it trains "
+                                          f"without its OE term (give some with --outliers "
+                                          f"NAME|PATH)")
+            return OutlierChoice()
+        pool, reason = self._pool(source, subset, user=False)
+        if reason:
+            what = ("its outlier-exposure data" if policy == "exposure"
+                    else "the paper's pseudo-anomaly source")
+            return OutlierChoice(source, None, f"{method} on {label}/{subset} needs {what} "
+                                               f"{source!r}, which is not available: {reason}")
+        return OutlierChoice(source, pool,
+                             plan_note=self._describe(source, subset, pool, label))
+
+    def _describe(self, source: str, subset: str, pool: Optional[OutlierPool],
+                  label: str) -> Optional[str]:
+        """A plan note naming the pool, once per (source, target subset)."""
+        if pool is None or (source, f"{label}/{subset}") in self.described:
+            return None
+        self.described.add((source, f"{label}/{subset}"))
+        return f"outliers for {label}/{subset}: {source!r}, {pool.describe()}"
+
+    def _pool(self, spec: str, subset: str, user: bool
+              ) -> tuple[Optional[OutlierPool], Optional[str]]:
+        key = (spec, subset)
+        if key not in self._pools:
+            self._pools[key] = _outliers(spec, self.data_root, subset, user)
+        return self._pools[key]
+
+
+def _outliers(spec: str, data_root: Path, subset: str, user: bool
+              ) -> tuple[Optional[OutlierPool], Optional[str]]:
+    """The outlier pool for a target subset (its own category excluded by name), or the
+    reason there is none. A source the user named that does not exist is a ConfigError."""
+    try:
+        if spec in list_datasets():
+            root = get_dataset(spec).locate(data_root)
+        else:
+            root = Path(spec).expanduser()
+            if not root.is_dir():
+                raise ConfigError(f"--outliers {spec!r} is neither a registered dataset "
+                                  f"({', '.join(list_datasets())}), 'none' nor a folder")
+        return outlier_pool(root, exclude=[subset]), None
+    except (DatasetNotPrepared, LayoutError) as exc:
+        if user:
+            raise ConfigError(f"--outliers {spec!r}: {exc}") from exc
+        return None, str(exc)
+
+
+def paper_deviations(method: str, cls: type, preset: str, ds: Dataset, subset: str,
+                     params: dict, weights: str, outliers: Optional[str],
+                     train_cap: Optional[int]) -> tuple:
+    """How a run's configuration differs from the paper preset's for the same method and
+    data (``bench report --compare-paper`` prints them beside the paper's numbers)."""
+    out = []
+    if preset != "paper":
+        out.append(f"preset {preset}")
+    paper = method_params(method, "paper", ds, subset, [])
+    for k in sorted(params):
+        if params[k] != paper.get(k):
+            out.append(f"{k}={params[k]!r} (paper preset: {paper.get(k)!r})")
+    if weights != "imagenet":
+        out.append(f"weights {weights} (paper preset: imagenet)")
+    paper_src = {"paper_pseudo": ds.paper_outliers,
+                 "exposure": ds.exposure_outliers}.get(cls.outlier_policy) \
+        if cls.uses_outliers else None
+    if outliers != paper_src:
+        out.append(f"outliers {outliers or 'none'} (paper preset: {paper_src or 'none'})")
+    if train_cap is not None:
+        out.append(f"train_cap {train_cap} (paper preset: every normal image)")
+    return tuple(out)

@@ -1,7 +1,9 @@
 """Metrics of one run from its per-image scores: AUC-ROC and AUC-PR (scikit-learn's
 ``roc_auc_score`` and ``average_precision_score``, anomaly = positive class, as the released
-code), and in the general setting AUC-ROC over the seen and over the unseen anomaly classes
-(each against all test normals; None when a group has no image)."""
+code), and AUC-ROC over the seen and over the unseen anomaly classes (each against all test
+normals; None when a group has no image). In the hard setting every test anomaly is of an
+unseen class (the known class is out of the test set), so ``auroc_unseen`` equals ``auroc``
+there and ``auroc_seen`` is None."""
 from __future__ import annotations
 
 from typing import Optional
@@ -32,7 +34,9 @@ def run_metrics(labels, scores, seen, setting: str) -> dict:
            "auprc": float(average_precision_score(labels, scores)),
            "n_test": int(len(labels)), "n_test_anomalies": int(labels.sum()),
            "auroc_seen": None, "auroc_unseen": None}
-    if setting == "general":
+    if setting == "hard":
+        out["auroc_unseen"] = out["auroc"]
+    elif setting == "general":
         normal = labels == 0
         for name, group in (("auroc_seen", seen), ("auroc_unseen", ~seen & (labels == 1))):
             sel = normal | (group & (labels == 1))

@@ -7,6 +7,12 @@ protocol": faithful but deterministic).
 * Hard setting: ``S = shuffle(sorted files of the known class, seed)``; labelled anomalies
   ``S[:shots]``; the rest of the known class is discarded; the test anomalies are every file
   of every other class.
+* Content twins: a test anomaly whose bytes equal a file kept out of the test set (general:
+  one of the ``MAX_SHOTS`` reserved anomalies; hard: any file of the known class) is removed
+  from the test set and listed in the manifest (``test_twins_removed``). Mastcam has five
+  frames in two class folders each (datasets.md §1.6); the released code leaves the copy in
+  the test set, which leaks the labelled answer. Removing the twins of the whole reserved
+  set, not only of the drawn shots, keeps one test set for 1 and 10 shots.
 
 A split is data: :meth:`Split.manifest` lists every file with its content hash, and its hash
 is part of the run id. Invariants are asserted, not hoped for.
@@ -48,6 +54,8 @@ class Split:
     test_classes: list[str]         # "good" or the anomaly class
     test_seen: list[bool]           # anomaly of a class among the labelled ones
     hashes: dict[str, str] = field(repr=False, default_factory=dict)
+    # (removed test file, the file kept out of the test set that it duplicates)
+    twins_removed: list[tuple[str, str]] = field(default_factory=list)
 
     def manifest(self) -> dict:
         """Everything that defines the split, with content hashes (JSON-serialisable)."""
@@ -62,6 +70,7 @@ class Split:
                                 zip(self.train_anomalies, self.train_anomaly_classes)],
             "test": [[p, y, c, s, h.get(p, "")] for p, y, c, s in
                      zip(self.test, self.test_labels, self.test_classes, self.test_seen)],
+            "test_twins_removed": [[p, twin, h.get(p, "")] for p, twin in self.twins_removed],
         }
 
     def manifest_json(self) -> str:
@@ -107,6 +116,7 @@ def make_split(index: SubsetIndex, *, dataset: str, setting: str, shots: int, se
             raise SplitUnavailable(f"{index.subset}: {shots} shots asked but the anomaly pool "
                                    f"has only {len(shuffled)} images")
         train_anom = shuffled[:shots]
+        kept_out = shuffled[:max(MAX_SHOTS, shots)]
         test_anom = shuffled[max(MAX_SHOTS, shots):]
         seen_classes = {cls_of[p] for p in train_anom}
     else:
@@ -121,9 +131,11 @@ def make_split(index: SubsetIndex, *, dataset: str, setting: str, shots: int, se
             raise SplitUnavailable(f"{index.subset}: known class {known_class!r} has "
                                    f"{len(known)} images, fewer than the {shots} shots asked")
         train_anom = known[:shots]
+        kept_out = known  # the whole known class is out of the test set
         test_anom = [p for c in classes if c != known_class for p in index.anomalies[c]]
         cls_of = {p: c for c in classes for p in index.anomalies[c]}
         seen_classes = set()  # nothing in a hard-setting test set is of the known class
+    test_anom, twins = _drop_twins(index, test_anom, kept_out)
     if not test_anom:
         raise SplitUnavailable(f"{index.subset}: no anomaly is left for the test set "
                                f"({setting} setting, {shots} shots); the AUC is undefined")
@@ -136,9 +148,26 @@ def make_split(index: SubsetIndex, *, dataset: str, setting: str, shots: int, se
     _check_content_overlap(index, train_normal + train_anom, test)
     split = Split(dataset, index.subset, setting, known_class, shots, seed, train_cap,
                   train_normal, train_anom, [cls_of[p] for p in train_anom], test, labels,
-                  tcls, seen, hashes=index.hashes)
+                  tcls, seen, hashes=index.hashes, twins_removed=twins)
     check_split(split)
     return split
+
+
+def _drop_twins(index: SubsetIndex, test_anom: list[str], kept_out: list[str]
+                ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Remove from ``test_anom`` every file whose content equals a file of ``kept_out``
+    (the same frame filed under two classes); returns (kept, [(removed, its twin)])."""
+    h = index.hashes
+    out_by_hash: dict[str, str] = {}
+    for p in sorted(kept_out):
+        out_by_hash.setdefault(h[p], p)
+    kept, twins = [], []
+    for p in test_anom:
+        if h[p] in out_by_hash:
+            twins.append((p, out_by_hash[h[p]]))
+        else:
+            kept.append(p)
+    return kept, sorted(twins)
 
 
 def _check_content_overlap(index: SubsetIndex, train: list[str], test: list[str]) -> None:

@@ -87,20 +87,71 @@ def _scores_csv(split, scores: np.ndarray) -> str:
     return buf.getvalue()
 
 
-def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
-    """Rebuild the split of ``spec`` from the data on disk and load its images (decoded-image
-    cache). Fails if the data changed since the sweep was planned."""
-    from .datasets.cache import load_images
+def _subset_index(spec: RunSpec):
+    """The subset of ``spec`` as on disk now; fails if it changed since planning."""
     from .datasets.layout import read_subset
-    from .datasets.outliers import outlier_pool
-    from .protocol import make_split
 
-    size = int(spec.params.get("img_size", 224))
     index = read_subset(Path(spec.dataset_root), spec.subset)
     if index.fingerprint != spec.subset_fingerprint:
         raise RuntimeError(f"the data of {spec.dataset_root}/{spec.subset} changed since the "
                            f"sweep was planned (fingerprint {index.fingerprint} != "
                            f"{spec.subset_fingerprint}); rerun `bench run` to re-plan")
+    return index
+
+
+def _outlier_pool(spec: RunSpec):
+    """The outlier pool of ``spec`` (None without outliers); fails if it changed."""
+    from .datasets.outliers import outlier_pool
+
+    if not spec.outliers_root:
+        return None
+    pool = outlier_pool(Path(spec.outliers_root), exclude=spec.outliers_excluded)
+    if pool.fingerprint != spec.outliers_fingerprint:
+        raise RuntimeError(f"outlier source {spec.outliers_root} changed since planning")
+    return pool
+
+
+def _img_size(spec: RunSpec) -> int:
+    return int(spec.params.get("img_size", 224))
+
+
+def prefetch_images(specs: list[RunSpec], cache_dir: Optional[Path] = None,
+                    log=print) -> None:
+    """Decode every image the runs of ``specs`` read into the decoded-image cache, once,
+    before any worker starts: an undecodable file stops the sweep here with one message
+    naming it (:class:`~bench.datasets.images.ImageDecodeError`) instead of failing every
+    run that reads it; the workers then only map the cached arrays."""
+    from .datasets.cache import decoded_array, is_cached, load_outliers
+
+    done: set = set()
+    for spec in specs:
+        size = _img_size(spec)
+        key = (spec.dataset_root, spec.subset, spec.subset_fingerprint, size)
+        if key not in done:
+            done.add(key)
+            if not is_cached(spec.subset_fingerprint, size, cache_dir):
+                index = _subset_index(spec)
+                log(f"decoding {len(index.all_files)} images of {spec.dataset}/{spec.subset} "
+                    f"at {size} px into the cache")
+                decoded_array(index.root, index.all_files, index.fingerprint, size, cache_dir)
+        okey = (spec.outliers_root, spec.outliers_fingerprint, size)
+        if spec.outliers_root and okey not in done:
+            done.add(okey)
+            pool = _outlier_pool(spec)
+            if not all(is_cached(fp, size, cache_dir) for _, _, fp in pool.groups):
+                log(f"decoding the {len(pool.paths)} outlier images of {spec.outliers} for "
+                    f"{spec.dataset}/{spec.subset} at {size} px into the cache")
+            load_outliers(pool, size, cache_dir)
+
+
+def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
+    """Rebuild the split of ``spec`` from the data on disk and load its images (decoded-image
+    cache). Fails if the data changed since the sweep was planned."""
+    from .datasets.cache import load_images, load_outliers
+    from .protocol import make_split
+
+    size = _img_size(spec)
+    index = _subset_index(spec)
     split = make_split(index, dataset=spec.dataset, setting=spec.setting, shots=spec.shots,
                        seed=spec.split_seed, known_class=spec.known_class,
                        train_cap=spec.train_cap)
@@ -112,13 +163,8 @@ def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
         return load_images(index.root, index.all_files, index.fingerprint, size, paths,
                            cache_dir)
 
-    outliers = None
-    if spec.outliers_root:
-        pool = outlier_pool(Path(spec.outliers_root), exclude=spec.outliers_excluded)
-        if pool.fingerprint != spec.outliers_fingerprint:
-            raise RuntimeError(f"outlier source {spec.outliers_root} changed since planning")
-        outliers = load_images(pool.root, pool.paths, pool.fingerprint, size, pool.paths,
-                               cache_dir)
+    pool = _outlier_pool(spec)
+    outliers = load_outliers(pool, size, cache_dir) if pool is not None else None
     return split, imgs(split.train_normal), imgs(split.train_anomalies), imgs(split.test), \
         outliers, size
 
@@ -137,10 +183,7 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
     from .api import TrainData
     from .registry import create_method
 
-    record = {"run_id": spec.run_id, "sweep": store.sweep, "status": None, "reason": None,
-              "traceback": None, "method": spec.method, "dataset": spec.dataset,
-              "subset": spec.subset, "setting": spec.setting, "known_class": spec.known_class,
-              "shots": spec.shots, "seed": spec.seed, "split_seed": spec.split_seed,
+    record = {**base_record(spec, store, None), "reason": None, "traceback": None,
               "fit_s": None, "score_s": None, "load_s": None, "peak_gpu_mem_mb": None,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "method_state": {}}
     files: dict[str, str | bytes] = {"spec.json": dump_json(spec.to_dict())}
@@ -231,14 +274,22 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
     return record["status"]
 
 
-def record_failure(spec: RunSpec, store: Store, reason: str) -> None:
-    """Record a run that could not report itself (its worker died)."""
-    record = {"run_id": spec.run_id, "sweep": store.sweep, "status": "failed",
-              "reason": reason, "traceback": None, "method": spec.method,
-              "dataset": spec.dataset, "subset": spec.subset, "setting": spec.setting,
-              "known_class": spec.known_class, "shots": spec.shots, "seed": spec.seed,
-              "split_seed": spec.split_seed,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+def base_record(spec: RunSpec, store: Store, status: Optional[str]) -> dict:
+    """The fields every record has, whatever its status (one home for their names)."""
+    return {"run_id": spec.run_id, "config_id": spec.config_id, "sweep": store.sweep,
+            "status": status, "method": spec.method, "dataset": spec.dataset,
+            "subset": spec.subset, "setting": spec.setting, "known_class": spec.known_class,
+            "shots": spec.shots, "seed": spec.seed, "split_seed": spec.split_seed,
+            "split_policy": spec.split_policy, "preset": spec.preset,
+            "notes": list(spec.notes)}
+
+
+def record_failure(spec: RunSpec, store: Store, reason: str,
+                   traceback_text: Optional[str] = None) -> None:
+    """Record a run that could not report itself (its worker died) or whose planning
+    failed."""
+    record = {**base_record(spec, store, "failed"), "reason": reason,
+              "traceback": traceback_text, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     store.write_run(spec.run_id, {"spec.json": dump_json(spec.to_dict()),
                                   "env.json": dump_json(environment()),
                                   "record.json": dump_json(record)})
@@ -246,11 +297,7 @@ def record_failure(spec: RunSpec, store: Store, reason: str) -> None:
 
 def record_skip(spec: RunSpec, store: Store, reason: str) -> None:
     """Record a run the planner already knows cannot be built (e.g. too few images)."""
-    record = {"run_id": spec.run_id, "sweep": store.sweep, "status": "skipped",
-              "reason": reason, "method": spec.method, "dataset": spec.dataset,
-              "subset": spec.subset, "setting": spec.setting,
-              "known_class": spec.known_class, "shots": spec.shots, "seed": spec.seed,
-              "split_seed": spec.split_seed,
+    record = {**base_record(spec, store, "skipped"), "reason": reason,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     store.write_run(spec.run_id, {"spec.json": dump_json(spec.to_dict()),
                                   "record.json": dump_json(record)})

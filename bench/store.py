@@ -67,14 +67,16 @@ class Store:
     def log_path(self, run_id: str) -> Path:
         return self.dir / "logs" / f"{run_id}.log"
 
-    def status(self, run_id: str) -> Optional[str]:
-        rec = self.run_dir(run_id) / "record.json"
-        if not rec.is_file():
-            return None
+    def record(self, run_id: str) -> Optional[dict]:
+        """The run's record, or None when it has none (or an unreadable one)."""
         try:
-            return json.loads(rec.read_text())["status"]
-        except (OSError, ValueError, KeyError):
-            return None  # unreadable record: treat as not run
+            return json.loads((self.run_dir(run_id) / "record.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def status(self, run_id: str) -> Optional[str]:
+        rec = self.record(run_id)
+        return rec.get("status") if isinstance(rec, dict) else None  # unreadable: not run
 
     def write_run(self, run_id: str, files: dict[str, bytes | str]) -> Path:
         """Write a run folder atomically (temp folder, then rename); replaces an older record
@@ -165,6 +167,20 @@ class Store:
                 yield json.loads((self.run_dir(rid) / "record.json").read_text())
             except (OSError, ValueError):
                 continue
+
+    def entries(self, run_ids: Optional[list[str]] = None) -> Iterator[tuple[dict, dict]]:
+        """(record, spec) of each run with a readable record: every run of the sweep, or the
+        given ids (those without a record are left out). The spec is ``{}`` when its file
+        is missing or unreadable."""
+        for rid in (self.run_ids() if run_ids is None else run_ids):
+            record = self.record(rid)
+            if not isinstance(record, dict):
+                continue
+            try:
+                spec = json.loads((self.run_dir(rid) / "spec.json").read_text())
+            except (OSError, ValueError):
+                spec = {}
+            yield record, spec
 
     def discard_partial(self, run_id: str) -> None:
         """Remove what a run interrupted while writing its folder left behind (its temporary

@@ -40,9 +40,15 @@ class Dataset:
     license: ClassVar[str] = ""       # licence of the images (several are non-commercial)
     folder: ClassVar[str] = ""        # folder under the data root; default: the name
     subsets: ClassVar[list[str]] = []  # empty: every sub-folder of the prepared root
-    # Paper preset: image size (int or {subset: int}) and outlier source (dataset name).
+    # Paper preset image size (int or {subset: int}).
     paper_img_size: ClassVar[int | dict] = 448
+    # External outlier data (registered dataset names), handed to a method according to its
+    # ``outlier_policy`` (bench.api): ``paper_outliers`` is DRA's pseudo-anomaly source in the
+    # paper (Sec. 4.1: LAG on the three medical datasets, None = CutMix); ``exposure_outliers``
+    # is the outlier-exposure data of SAOE (App. B.2: the other MVTec AD categories for
+    # industrial data, LAG for medical data). The target's own category is always excluded.
     paper_outliers: ClassVar[Optional[str]] = None
+    exposure_outliers: ClassVar[Optional[str]] = None
     # Hard-setting known classes used by the paper: {subset: [folder names]}; an empty list
     # means no hard-setting runs on that subset unless --known-classes names some; subsets
     # not listed run the hard setting over all of their anomaly classes.
@@ -87,6 +93,8 @@ class Dataset:
                  f"  licence: {self.license}"]
         if self.paper_outliers:
             lines.append(f"  paper preset outlier source: {self.paper_outliers}")
+        if self.exposure_outliers:
+            lines.append(f"  outlier-exposure data (SAOE): {self.exposure_outliers}")
         return "\n".join(lines)
 
 

@@ -192,6 +192,20 @@ def _decode_into(report: CheckReport, root: Path, files: list[str]) -> None:
 
 def _duplicates(report: CheckReport, idx: SubsetIndex) -> None:
     train, test_good = set(idx.train_good), set(idx.test_good)
+    anomalies = {p for files in idx.anomalies.values() for p in files}
+    twin_groups = [[p for p in paths if p in anomalies]
+                   for paths in find_duplicates(idx).values()]
+    twin_groups = [g for g in twin_groups if len(g) > 1]
+    if twin_groups:
+        n_files = sum(len(g) for g in twin_groups)
+        distinct = len(anomalies) - n_files + len(twin_groups)
+        report.rows.append((idx.subset, "anomaly twins", "-", n_files, "note"))
+        report.info.append(f"{idx.subset}: {n_files} anomaly files are content twins "
+                           f"({len(twin_groups)} images filed more than once; {distinct} "
+                           f"distinct of {len(anomalies)} anomaly files). Each split removes "
+                           f"the twins of its reserved labelled anomalies (hard setting: of "
+                           f"every known-class file) from its test set and lists them in "
+                           f"split.json (test_twins_removed)")
     for paths in find_duplicates(idx).values():
         paths = sorted(paths)
         listed = ", ".join(paths)

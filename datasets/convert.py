@@ -455,7 +455,9 @@ class ConvertedDataset(Dataset):
             size = self.paper_img_size
             lines.append(f"  image size (paper preset): {size}"
                          + (f"  [{self.img_size_note}]" if self.img_size_note else ""))
-            lines.append(f"  outlier source (paper preset): {self.paper_outliers or 'none'}")
+            lines.append(f"  outlier sources: DRA pseudo anomalies "
+                         f"{self.paper_outliers or 'none (CutMix)'}; SAOE outlier exposure "
+                         f"{self.exposure_outliers or 'none'} (own category excluded)")
         lines.append(f"  raw layout expected by `bench data prepare {self.name} --raw PATH`:")
         lines += ["    " + l for l in self.raw_layout.strip("\n").splitlines()]
         if self.package:

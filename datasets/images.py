@@ -16,6 +16,11 @@ import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
 
+# Bump whenever a rule below changes the pixels a file decodes to (mode conversion, 16-bit
+# scaling, the .npy rules, resizing). It is part of the decoded-image cache key and of every
+# run id, so arrays and results made by an older decoder are never reused.
+DECODER_VERSION = "1"
+
 
 class ImageDecodeError(ValueError):
     """A file that cannot be decoded into an image; the message names the file."""

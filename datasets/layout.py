@@ -62,8 +62,10 @@ def file_sha256(path: Path) -> str:
 
 
 class _HashCache:
-    """Content hashes keyed by (path, size, mtime), kept in a JSON file beside the data so a
-    dataset is hashed once, not at every run."""
+    """Content hashes keyed by (path, size, mtime, inode, ctime), kept in a JSON file beside
+    the data so a dataset is hashed once, not at every run. Inode and ctime catch a file
+    replaced in place with its size and mtime kept (``rsync -a``, ``tar``, ``cp -p``): the
+    replacement is a new inode, and restoring an mtime updates the ctime."""
 
     def __init__(self, root: Path):
         self.file = root / ".bench_hashes.json"
@@ -76,7 +78,7 @@ class _HashCache:
     def get(self, root: Path, rel: str) -> str:
         p = root / rel
         st = p.stat()
-        key = f"{st.st_size}:{st.st_mtime_ns}"
+        key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
         hit = self.table.get(rel)
         if hit and hit[0] == key:
             return hit[1]
@@ -120,7 +122,7 @@ class SubsetIndex:
 
     @cached_property
     def hashes(self) -> dict[str, str]:
-        """sha256 of every image file (cached on disk by size and mtime)."""
+        """sha256 of every image file (cached on disk by size, mtime, inode and ctime)."""
         cache = _HashCache(self.root)
         out = {rel: cache.get(self.root, rel) for rel in self.all_files}
         cache.save()
@@ -130,10 +132,7 @@ class SubsetIndex:
     def fingerprint(self) -> str:
         """Content fingerprint of the subset: ``<n files>-<sha256 prefix>`` over the sorted
         (relative path, content hash) pairs."""
-        h = hashlib.sha256()
-        for rel in sorted(self.hashes):
-            h.update(f"{rel}\0{self.hashes[rel]}\n".encode())
-        return f"{len(self.hashes)}-{h.hexdigest()[:16]}"
+        return content_fingerprint(sorted(self.hashes.items()))
 
     def check_class(self, known_class: str) -> None:
         """Raise a clear error if ``known_class`` is not an anomaly class of this subset."""
@@ -222,15 +221,18 @@ def read_subset(dataset_root: Path, subset: str, *, allow_empty_classes: bool = 
     return SubsetIndex(dataset_root, subset, train_good, test_good, anomalies, masks)
 
 
+def content_fingerprint(pairs: list[tuple[str, str]]) -> str:
+    """``<n files>-<sha256 prefix>`` over (relative path, content hash) pairs, in order."""
+    h = hashlib.sha256()
+    for rel_path, digest in pairs:
+        h.update(f"{rel_path}\0{digest}\n".encode())
+    return f"{len(pairs)}-{h.hexdigest()[:16]}"
+
+
 def dataset_fingerprint(indexes: list[SubsetIndex]) -> str:
     """Fingerprint of a whole dataset (all its subsets): file count + content hash."""
-    h = hashlib.sha256()
-    n = 0
-    for idx in sorted(indexes, key=lambda i: i.subset):
-        for rel_path in sorted(idx.hashes):
-            h.update(f"{rel_path}\0{idx.hashes[rel_path]}\n".encode())
-            n += 1
-    return f"{n}-{h.hexdigest()[:16]}"
+    return content_fingerprint([pair for idx in sorted(indexes, key=lambda i: i.subset)
+                                for pair in sorted(idx.hashes.items())])
 
 
 def find_duplicates(index: SubsetIndex) -> dict[str, list[str]]:

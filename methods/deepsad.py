@@ -89,6 +89,7 @@ class DeepSAD(Method):
     away by an inverse-distance loss; score = squared distance to c."""
 
     version = "1"
+    uses_common_blocks = True
     uses_labeled_anomalies = True
     uses_outliers = False
     card = MethodCard(

@@ -70,6 +70,7 @@ class BalancedPyramidMethod(Method):
     grad_clip, rotate, test_batch_size) and implement ``_build_head`` and ``_loss``."""
 
     uses_labeled_anomalies = True
+    uses_common_blocks = True
 
     # -- hooks -------------------------------------------------------------------------------
     def _build_head(self, in_channels: int) -> nn.Module:

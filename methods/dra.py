@@ -336,6 +336,9 @@ class DRA(Method):
     """
 
     version = "1"
+    uses_common_blocks = True
+    # Paper Sec. 4.1: CutMix pseudo anomalies, except LAG images on the three medical datasets.
+    outlier_policy = "paper_pseudo"
     uses_labeled_anomalies = True
     uses_outliers = True
     card = MethodCard(

@@ -177,6 +177,7 @@ class KDAD(Method):
     frozen ImageNet VGG16 on normal images; the discrepancy is the anomaly score."""
 
     version = "1"
+    uses_common_blocks = True
     uses_labeled_anomalies = False
     uses_outliers = False
     card = MethodCard(

@@ -116,6 +116,7 @@ class MLEP(Method):
     an embedding margin against the labelled anomalies; score = reconstruction error."""
 
     version = "1"
+    uses_common_blocks = True
     uses_labeled_anomalies = True
     uses_outliers = False
     card = MethodCard(

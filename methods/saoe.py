@@ -114,6 +114,9 @@ class SAOE(Method):
     with outlier exposure on external images when the run provides them."""
 
     version = "1"
+    uses_common_blocks = True
+    # App. B.2: outlier exposure with MVTec AD (industrial) or LAG (medical) as external data.
+    outlier_policy = "exposure"
     uses_labeled_anomalies = True
     uses_outliers = True
     card = MethodCard(

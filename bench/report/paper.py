@@ -3,7 +3,9 @@
 
 Rows are matched by the paper's names: the general setting by dataset (MVTec AD categories
 by category), the hard setting by dataset/category and the Table 2 name of the known class
-(datasets.md §3).
+(datasets.md §3). Each row says how its configuration differs from the paper preset (preset,
+image size, weights, training budget, outlier source), as recorded at planning, so a delta
+of a quick run is never read as a reproduction.
 """
 from __future__ import annotations
 
@@ -71,10 +73,57 @@ def compare_with_paper(summary: pd.DataFrame) -> pd.DataFrame:
         p = hit.iloc[0]
         rows.append({"dataset": r.dataset, "subset": r.subset, "setting": r.setting,
                      "known_class": r.known_class, "method": r.method, "shots": int(r.shots),
+                     "variant": getattr(r, "variant", "") or "",
                      "ours_mean": r.mean, "ours_std": r.std, "n": r.n,
                      "paper_mean": float(p["mean"]), "paper_std": float(p["std"]),
                      "delta": (r.mean - float(p["mean"])) if pd.notna(r.mean) else None,
-                     "paper_table": int(p["table"])})
-    return pd.DataFrame(rows, columns=["dataset", "subset", "setting", "known_class", "method",
-                                       "shots", "ours_mean", "ours_std", "n", "paper_mean",
-                                       "paper_std", "delta", "paper_table"])
+                     "paper_table": int(p["table"]),
+                     "differs_from_paper": getattr(r, "paper_deviations", None) or ""})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = ["dataset", "subset", "setting", "known_class", "method", "shots",
+                      "variant", "ours_mean", "ours_std", "n", "paper_mean", "paper_std",
+                      "delta", "paper_table", "differs_from_paper"]
+
+
+def paper_report(summary: pd.DataFrame) -> tuple[str, Optional[str]]:
+    """(Markdown for the console and paper_comparison.md, CSV text or None). With no row of
+    ``summary`` on the paper's data the text says so and there is no CSV. Configurations
+    that differ from the paper preset are listed above the table."""
+    from .tables import _cell
+
+    comp = compare_with_paper(summary)
+    ours = sorted(set(summary["dataset"]))
+    if comp.empty:
+        return (f"no row of these results is in the paper's tables: they hold "
+                f"{', '.join(ours)}, the paper reports {', '.join(_PAPER_DATASETS)}; "
+                f"nothing to compare (no paper_comparison file written)\n"), None
+    lines = ["### Ours vs the paper (AUC-ROC)", ""]
+    missing = [d for d in ours if d not in _PAPER_DATASETS]
+    if missing:
+        lines += [f"Not in the paper (left out): {', '.join(missing)}.", ""]
+    differing = comp[comp["differs_from_paper"] != ""]
+    if not differing.empty:
+        lines.append(f"**Warning: {len(differing)} of {len(comp)} rows come from a "
+                     f"configuration that differs from the paper's; their deltas do not "
+                     f"measure a reproduction:**")
+        for devs, grp in differing.groupby("differs_from_paper", sort=True):
+            who = ", ".join(sorted(set(grp["method"])))
+            lines.append(f"- {who} ({len(grp)} rows): {devs}")
+        lines.append("")
+    shown = comp.assign(ours=[_cell(m, s, n, n) for m, s, n in
+                              zip(comp.ours_mean, comp.ours_std, comp.n)],
+                        paper=[f"{m:.3f}±{s:.3f}" for m, s in
+                               zip(comp.paper_mean, comp.paper_std)],
+                        delta=comp.delta.map(lambda d: "" if pd.isna(d) else f"{d:+.3f}"),
+                        config=comp.differs_from_paper.map(
+                            lambda d: "differs" if d else "paper preset"))
+    cols = ["dataset", "subset", "setting", "known_class", "method", "shots"] + \
+        (["variant"] if (comp["variant"] != "").any() else []) + \
+        ["ours", "paper", "delta", "config"]
+    lines.append(shown[cols].to_markdown(index=False, disable_numparse=True))
+    return "\n".join(lines) + "\n", comp.to_csv(index=False)
+
+
+_PAPER_DATASETS = ["mvtec_ad"] + list(_DATASET_NAMES)

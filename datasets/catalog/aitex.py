@@ -76,6 +76,7 @@ class AITEX(ConvertedDataset):
     hard_known_classes = {SUBSET: ["Broken_end", "Broken_pick", "Cut_selvage", "Fuzzyball",
                                    "Nep", "Weft_crack"]}
     paper_img_size = 224
+    exposure_outliers = "mvtec_ad"  # SAOE: the other MVTec AD categories
     img_size_note = ("unverified: 224 for the 256 px tiles is a reasoned reading of 'resized "
                      "according to the original resolution', datasets.md §0")
     expected_counts = {SUBSET: {"train_good": 1692, "test_good": 564, "anomalies": 183,

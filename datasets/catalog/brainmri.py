@@ -38,6 +38,7 @@ class BrainMRI(ConvertedDataset):
     hard_known_classes = {SUBSET: []}  # one anomaly class: no hard setting
     paper_img_size = 448
     paper_outliers = "lag"
+    exposure_outliers = "lag"  # SAOE: LAG (medical)
     expected_counts = {SUBSET: {"train_good": 73, "test_good": 25, "anomalies": 155,
                                 "classes": 1}}
     options = {"original_filter": Option(

@@ -79,6 +79,7 @@ class ELPV(ConvertedDataset):
     anomaly_classes = {SUBSET: ["mono", "poly"]}
     hard_known_classes = {SUBSET: ["mono", "poly"]}
     paper_img_size = 224
+    exposure_outliers = "mvtec_ad"  # SAOE: the other MVTec AD categories
     img_size_note = ("unverified: the paper says 448 or 224 by native resolution; 224 for the "
                      "300 px cells is a reasoned reading, datasets.md §0")
     expected_counts = {SUBSET: {"train_good": 1131, "test_good": 377,

@@ -63,6 +63,7 @@ class HeadCT(ConvertedDataset):
     hard_known_classes = {SUBSET: []}  # one anomaly class: no hard setting
     paper_img_size = 448
     paper_outliers = "lag"
+    exposure_outliers = "lag"  # SAOE: LAG (medical)
     expected_counts = {SUBSET: {"train_good": 75, "test_good": 25, "anomalies": 100,
                                 "classes": 1}}
     raw_layout = """\

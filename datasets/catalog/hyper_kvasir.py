@@ -41,6 +41,7 @@ class HyperKvasir(ConvertedDataset):
     hard_known_classes = {SUBSET: FINDINGS}
     paper_img_size = 448
     paper_outliers = "lag"
+    exposure_outliers = "lag"  # SAOE: LAG (medical)
     expected_counts = {SUBSET: {"train_good": 2021, "test_good": 674, "classes": 4,
                                 "anomalies": {"barretts": 41, "barretts-short-segment": 53,
                                               "esophagitis-a": 403, "esophagitis-b-d": 260}}}

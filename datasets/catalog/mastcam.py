@@ -53,6 +53,7 @@ class Mastcam(ConvertedDataset):
     hard_known_classes = {SUBSET: ["bedrock", "broken-rock", "drill-hole", "drt", "dump-pile",
                                    "float", "meteorite", "scuff", "veins"]}
     paper_img_size = 224
+    exposure_outliers = "mvtec_ad"  # SAOE: the other MVTec AD categories
     img_size_note = ("unverified: 224 for the 64 px tiles is a reasoned reading, "
                      "datasets.md §0")
     expected_counts = {SUBSET: {

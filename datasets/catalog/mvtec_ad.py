@@ -83,6 +83,7 @@ class MVTecAD(ConvertedDataset):
                                           "thread"],
                                "metal_nut": ["bent", "color", "flip", "scratch"]})
     paper_img_size = 448
+    exposure_outliers = "mvtec_ad"  # SAOE: the other MVTec AD categories
     expected_counts = {c: _expected(c) for c in CATEGORIES}
     count_notes = {c: {"per_class": "hard-setting class sizes quoted from memory of the "
                                     "standard release [unverified]"}

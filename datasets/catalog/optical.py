@@ -79,6 +79,7 @@ class Optical(ConvertedDataset):
     # The paper treats the ten folders as one class: no hard-setting runs.
     hard_known_classes = {SUBSET: []}
     paper_img_size = 448
+    exposure_outliers = "mvtec_ad"  # SAOE: the other MVTec AD categories
     img_size_note = "unverified; 512 px originals"
     expected_counts = {SUBSET: {"train_good": 10500, "test_good": 3500, "anomalies": 2100,
                                 "classes": 10}}

@@ -44,6 +44,7 @@ class SDD(ConvertedDataset):
     anomaly_classes = {SUBSET: ["defect"]}
     hard_known_classes = {SUBSET: []}  # one anomaly class: no hard setting
     paper_img_size = 448
+    exposure_outliers = "mvtec_ad"  # SAOE: the other MVTec AD categories
     img_size_note = "unverified; a third-party reproduction ran SDD at 448"
     expected_counts = {SUBSET: {"train_good": 594, "test_good": 286, "anomalies": 54,
                                 "classes": 1}}

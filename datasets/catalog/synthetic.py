@@ -636,6 +636,7 @@ class Synthetic(Dataset):
     subsets = list(DEFAULT_SUBSETS)
     paper_img_size = 64           # a demo dataset: small images keep the quick preset fast
     paper_outliers = None
+    exposure_outliers = "synthetic"  # SAOE: the other subset
     expected_counts = {s: {"train_good": 48, "test_good": 20,
                            "anomalies": {c: 12 for c in SUBSET_CLASSES[s]}}
                        for s in DEFAULT_SUBSETS}

@@ -154,6 +154,8 @@ def test_check_finds_unreadable_and_duplicates(tmp_path, capsys):
     assert f"{train[1]}: cannot decode image" in out
     assert "identical content in train and test (leak)" in out and "leak.png" in out
     assert "warning: duplicate anomalies" in out and "copy.png" in out
+    # the twins are counted: 2 anomaly files, 1 image filed twice
+    assert "anomaly twins" in out and "2 anomaly files are content twins" in out
 
 
 def test_sdd_train_count_is_a_warning():

@@ -84,3 +84,31 @@ def bench_env(plugin_path):
 def run_bench(args, env, **kw):
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], env=env, text=True,
                           capture_output=True, **kw)
+
+
+def execute_plan(plan, store):
+    """Run a plan in this process through the real runner (no worker processes): skipped
+    and failed planned runs recorded as `bench run` records them."""
+    from bench.runner import execute, record_failure, record_skip
+    statuses = {}
+    for spec in plan.specs:
+        statuses[spec.run_id] = execute(spec, store, log=lambda text: None)
+    for spec, reason in plan.skipped:
+        record_skip(spec, store, reason)
+        statuses[spec.run_id] = "skipped"
+    for spec, reason in plan.failed:
+        record_failure(spec, store, reason)
+        statuses[spec.run_id] = "failed"
+    return statuses
+
+
+def prepared_toy(name, **layout):
+    """A toy copy of the registered dataset ``name`` under $BENCH_DATA_ROOT (MVTec layout
+    with the `.prepared` marker), so the registry treats it as prepared."""
+    from bench.datasets.base import default_data_root
+    from bench.registry import get_dataset
+    from bench.testing import write_toy_layout
+    root = get_dataset(name).root(default_data_root())
+    write_toy_layout(root, **layout)
+    (root / ".prepared").write_text("toy copy for a test\n")
+    return root

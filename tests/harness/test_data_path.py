@@ -38,12 +38,14 @@ def test_outliers_reach_the_plan(toy_root, tmp_path):
     from bench.grid import SweepConfig, expand
     ext = write_toy_layout(tmp_path / "ext", subsets=("alpha", "other"), n_train=3,
                            n_per_class=1)
-    plan = expand(SweepConfig(methods=["pixelknn"], datasets=[str(toy_root)], setting="general",
-                              seeds=1, outliers=str(ext)))
-    by_subset = {s.subset: s for s in plan.specs}
+    plan = expand(SweepConfig(methods=["saoe", "pixelknn"], datasets=[str(toy_root)],
+                              setting="general", seeds=1, shots=[1], outliers=str(ext)))
+    by_subset = {s.subset: s for s in plan.specs if s.method == "saoe"}
     assert by_subset["alpha"].outliers_excluded == ("alpha",)  # own category left out
     assert by_subset["beta"].outliers_excluded == ()
     assert by_subset["alpha"].outliers_fingerprint != by_subset["beta"].outliers_fingerprint
+    # a method that consumes no outliers gets none (its run id does not change with them)
+    assert all(s.outliers is None for s in plan.specs if s.method == "pixelknn")
 
 
 def test_saved_model_loads_weights_only_and_env_is_recorded(toy_root, tmp_path):
