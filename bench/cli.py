@@ -39,7 +39,7 @@ def _run_default(option: str) -> str:
     one home of those defaults)."""
     from dataclasses import MISSING
 
-    from .grid import SweepConfig
+    from .plan import SweepConfig
 
     f = SweepConfig.__dataclass_fields__[option]
     value = f.default if f.default is not MISSING else f.default_factory()
@@ -331,7 +331,7 @@ _EXCLUSIVE = {"seeds": "seed_list", "seed_list": "seeds"}
 def config_from_args(args):
     """The sweep configuration (command line over --config file) and notes naming each file
     value the command line replaced."""
-    from .grid import SweepConfig, load_config_file
+    from .plan import SweepConfig, load_config_file
 
     from_file = load_config_file(args.config) if args.config else {}
     given = {k: getattr(args, k) for k in SweepConfig.__dataclass_fields__ if k in vars(args)}
@@ -349,9 +349,9 @@ def config_from_args(args):
 
 def cmd_run(args) -> int:
     from .executors.local import plan_slots, run_local, slot_notes
-    from .grid import effective_preset, expand, validate
+    from .plan import effective_preset, expand, validate
     from .registry import missing_paper_methods
-    from .runner import prefetch_images, record_failure, record_skip
+    from .job import prefetch_images, record_failure, record_skip
     from .store import FINISHED, Store
 
     # Everything that can be checked without reading data is checked first, so a bad option
@@ -462,7 +462,7 @@ def check_weights(specs, *, download: bool = True) -> list[str]:
     """Pretrained weights the runs need, checked before the sweep starts. A real run fails
     at once naming the exact missing file (instead of failing every run); a dry run
     (``download=False``) never downloads and returns one line per checkpoint instead."""
-    from .grid import ConfigError
+    from .plan import ConfigError
     from .registry import create_method
 
     needed = set()
@@ -608,7 +608,7 @@ def main(argv=None) -> int:
         from .datasets.base import DatasetNotPrepared
         from .datasets.images import ImageDecodeError
         from .datasets.layout import LayoutError
-        from .grid import ConfigError
+        from .plan import ConfigError
         from .registry import RegistryError
         from .store import StoreError
 

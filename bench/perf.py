@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from .grid import ConfigError
+from .plan import ConfigError
 from .registry import create_method, method_defaults
 from .testing import toy_problem
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Callable, Optional
 
-from ..grid import ConfigError, RunSpec
+from ..plan import ConfigError, RunSpec
 from ..store import FINISHED, Store
 
 
@@ -130,7 +130,7 @@ def _worker_main(conn, slot: Slot, results: str, sweep: str, save_models: bool,
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    from ..runner import execute
+    from ..job import execute
 
     store = Store(results, sweep)
     while True:
@@ -204,7 +204,7 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
               save_models: bool = False, deterministic: bool = False,
               on_result: Callable[[RunSpec, str], None] = lambda spec, status: None) -> dict:
     """Run ``specs`` on worker processes; returns counts by status."""
-    from ..runner import record_failure
+    from ..job import record_failure
 
     counts = {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
     if not specs:

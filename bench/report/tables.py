@@ -4,7 +4,7 @@ The record folders are the single source of truth: every number here is recomput
 them. What a table cell holds:
 
 * the runs of **one configuration** (everything in the run id except the seeds and the
-  split, plus the split policy: ``bench.grid.config_id_of``), never a pool of several. When
+  split, plus the split policy: ``bench.plan.config_id_of``), never a pool of several. When
   one results folder holds several configurations of one method for the same cell (another
   ``--set``, preset, weights, outlier source, data fingerprint, method version …), each gets
   its own column, named by what differs (``DRA (10) [epochs=10]``); ``--where``/``--preset``
@@ -62,7 +62,7 @@ class ReportError(ValueError):
 def _flat_config(spec: dict, preset: str) -> dict:
     """The configuration of a run as label keys: parameters by name, the other fields of
     its run id by short names (cell keys, seeds and split left out)."""
-    from ..grid import config_identity
+    from ..plan import config_identity
 
     ident = config_identity(spec)
     out = {"preset": preset or None}
@@ -79,7 +79,7 @@ def frame_from_entries(entries: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
     """One row per (record, spec) pair (see ``Store.entries``), with the configuration of
     each run (``config_id``) computed from its spec, so records of any age are grouped by
     what they really ran."""
-    from ..grid import config_id_of, split_policy_of
+    from ..plan import config_id_of, split_policy_of
 
     rows = []
     for record, spec in entries:
@@ -126,7 +126,7 @@ def public_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 # -- filters --------------------------------------------------------------------------------
 def _matches(value, text: str) -> bool:
-    from ..grid import coerce_value
+    from ..plan import coerce_value
 
     if value is None:
         return text.strip().lower() in ("none", "null", "~")

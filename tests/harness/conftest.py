@@ -89,7 +89,7 @@ def run_bench(args, env, **kw):
 def execute_plan(plan, store):
     """Run a plan in this process through the real runner (no worker processes): skipped
     and failed planned runs recorded as `bench run` records them."""
-    from bench.runner import execute, record_failure, record_skip
+    from bench.job import execute, record_failure, record_skip
     statuses = {}
     for spec in plan.specs:
         statuses[spec.run_id] = execute(spec, store, log=lambda text: None)

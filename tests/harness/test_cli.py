@@ -2,7 +2,7 @@
 import pytest
 
 from bench.cli import main
-from bench.grid import ConfigError, SweepConfig, expand
+from bench.plan import ConfigError, SweepConfig, expand
 
 
 def test_dry_run_counts_and_plan(toy_root, capsys):
@@ -76,7 +76,7 @@ def test_single_class_dataset_has_no_hard_runs(tmp_path, capsys):
 
 
 def test_quick_preset_is_default_for_synthetic_and_paper_for_real(toy_root):
-    from bench.grid import effective_preset
+    from bench.plan import effective_preset
     assert effective_preset(SweepConfig()) == "quick"
     assert effective_preset(SweepConfig(datasets=[str(toy_root)])) == "paper"
     plan = expand(SweepConfig(methods=["pixelknn"], datasets=[str(toy_root)], preset="quick"))

@@ -35,7 +35,7 @@ def test_outlier_pool_excludes_target_category(tmp_path):
 
 
 def test_outliers_reach_the_plan(toy_root, tmp_path):
-    from bench.grid import SweepConfig, expand
+    from bench.plan import SweepConfig, expand
     ext = write_toy_layout(tmp_path / "ext", subsets=("alpha", "other"), n_train=3,
                            n_per_class=1)
     plan = expand(SweepConfig(methods=["saoe", "pixelknn"], datasets=[str(toy_root)],

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.cli import main
-from bench.grid import SweepConfig, expand
+from bench.plan import SweepConfig, expand
 from bench.store import Store
 
 from .conftest import execute_plan, prepared_toy

@@ -39,7 +39,7 @@ def test_compare_puts_the_published_value_beside_ours():
 
 
 def test_planner_records_how_a_run_differs_from_the_paper_preset():
-    from bench.grid import SweepConfig, expand
+    from bench.plan import SweepConfig, expand
     from .conftest import prepared_toy
     prepared_toy("mvtec_ad", subsets=("carpet",), n_train=4, n_per_class=4)
     base = dict(methods=["devnet"], datasets=["mvtec_ad"], setting="general", seeds=1,
@@ -55,7 +55,7 @@ def test_planner_records_how_a_run_differs_from_the_paper_preset():
 
 def test_compare_paper_warns_about_a_differing_configuration(tmp_path, capsys):
     from bench.cli import main
-    from bench.grid import SweepConfig, expand
+    from bench.plan import SweepConfig, expand
     from bench.store import Store
     from .conftest import execute_plan, prepared_toy
     import torch
@@ -85,7 +85,7 @@ def test_compare_paper_warns_about_a_differing_configuration(tmp_path, capsys):
 
 def test_compare_paper_on_data_the_paper_lacks_says_so(toy_root, tmp_path, capsys):
     from bench.cli import main
-    from bench.grid import SweepConfig, expand
+    from bench.plan import SweepConfig, expand
     from bench.store import Store
     from .conftest import execute_plan
     plan = expand(SweepConfig(methods=["pixelknn"], datasets=[str(toy_root)], seeds=1,
@@ -100,7 +100,7 @@ def test_compare_paper_on_data_the_paper_lacks_says_so(toy_root, tmp_path, capsy
 
 def test_hard_runs_store_unseen_auc_and_report_it(toy_root, tmp_path, capsys):
     from bench.cli import main
-    from bench.grid import SweepConfig, expand
+    from bench.plan import SweepConfig, expand
     from bench.metrics import run_metrics
     from bench.store import Store
     from .conftest import execute_plan

@@ -7,7 +7,7 @@ import pytest
 
 from bench.cli import main
 from bench.datasets.layout import read_subset
-from bench.grid import ConfigError, SweepConfig, expand
+from bench.plan import ConfigError, SweepConfig, expand
 from bench.store import Store
 from bench.testing import write_toy_layout
 
@@ -47,7 +47,7 @@ def test_bad_set_value_is_refused_before_any_run(toy_root, tmp_path, capsys, ite
 
 
 def test_config_file_values_are_typed(toy_root, tmp_path):
-    from bench.grid import load_config_file
+    from bench.plan import load_config_file
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(f"methods: dra\ndatasets: [{toy_root}]\nsetting: general\nseeds: 1\n"
                    f"shots: 1\nset:\n  dra.lr: 1e-3\n  dra.rotate: false\n")

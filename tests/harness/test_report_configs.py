@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.grid import SweepConfig, config_id_of, expand
+from bench.plan import SweepConfig, config_id_of, expand
 from bench.report.tables import (ReportError, build_tables, filter_runs, frame_from_entries,
                                  load_runs)
 from bench.store import Store

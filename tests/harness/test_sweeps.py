@@ -92,7 +92,7 @@ def test_resume_after_kill_minus_nine(toy_root, tmp_path, bench_env):
 def test_claimed_runs_are_left_to_their_live_holder(toy_root, tmp_path, bench_env):
     """Two `bench run` on one results folder never compute the same run: a run claimed by a
     live process is left alone; a claim of a dead process is stale and taken over."""
-    from bench.grid import SweepConfig, expand
+    from bench.plan import SweepConfig, expand
     from bench.store import Store
     res = tmp_path / "res"
     cfg = dict(methods=["pixelknn"], datasets=[str(toy_root)], subsets=["alpha"],

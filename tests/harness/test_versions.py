@@ -6,7 +6,7 @@ import os
 from bench.datasets import images
 from bench.datasets.cache import decoded_array
 from bench.datasets.layout import read_subset
-from bench.grid import SweepConfig, expand
+from bench.plan import SweepConfig, expand
 from bench.registry import list_methods, method_class
 
 

@@ -1,4 +1,4 @@
-"""Run one :class:`~bench.grid.RunSpec` inside a worker: data → split → fit → score →
+"""Run one :class:`~bench.plan.RunSpec` inside a worker: data → split → fit → score →
 metrics → an atomically written run folder. Any exception (out-of-memory included) becomes
 a ``failed`` record with its traceback; an unsupported run becomes ``skipped`` with a reason.
 """
@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from . import __version__
-from .grid import RunSpec
+from .plan import RunSpec
 from .store import Store, dump_json
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow")

@@ -1,4 +1,4 @@
-"""Sweep configuration and grid expansion: methods × datasets × subsets × settings × known
+"""Planning: a sweep configuration expanded into runs (methods × datasets × subsets × settings × known
 classes × shots × seeds → one :class:`RunSpec` per run, each with a content-hash id.
 
 Presets:
