@@ -1,5 +1,5 @@
 """Planning: a sweep configuration expanded into runs (methods × datasets × subsets × settings × known
-classes × shots × seeds → one :class:`RunSpec` per run, each with a content-hash id.
+classes × shots × seeds → one :class:`RunSpec` per run, each with a content-hash id).
 
 Presets:
 
