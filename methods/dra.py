@@ -24,11 +24,16 @@ copied. The default ``profile="code"`` reproduces the released training script:
 
 ``profile="paper"`` switches to what the paper text says where it differs from the code
 (methods.md §1.11): lr 1e-3, weight decay 1e-2, squared deviation loss (eq. 11), a fixed set
-of ``n_ref`` normal reference images chosen once per run and used for training and testing,
-no 3×3 conv block in the residual head, and plain top-K / FC scores without the |·| (eq. 3
-and the normality head of Sec. 3.3 have none). Where the paper is silent (rotation, step
-decay, gradient clipping, batch composition, pyramid interpolation) it keeps the code's
-behaviour. Every one of these differences is its own parameter (``None`` = "from the
+of ``n_ref`` reference images chosen once per run and used for training and testing, no 3×3
+conv block in the residual head, and plain top-K / FC scores without the |·| (eq. 3 and the
+normality head of Sec. 3.3 have none). Its reference set is ``ref_mode="fixed_mixed"``: the
+main text (Sec. 3.2) fixes N_r randomly drawn normal images "for all training and testing
+samples", and App. B.1 adds that the final implementation mixes generated pseudo anomalies
+into the reference set; reading both, the set is drawn once and each slot becomes a pseudo
+anomaly with probability ``pseudo_prob`` once (unrotated, like the normal slots).
+``fixed_normal`` is the main text alone. Where the paper is silent (rotation, step decay,
+gradient clipping, batch composition ``normal_fraction`` = 2/3, ``pseudo_prob`` = ½, pyramid
+interpolation) it keeps the code's behaviour. Every one of these differences is its own parameter (``None`` = "from the
 profile"), so they can be flipped one at a time; ``effective_params_`` records the resolved
 values after ``fit``.
 
@@ -47,10 +52,12 @@ reproducibility or generality:
    rotation and jitter work on float values (see that module's docstring).
 4. The head ablations work: ``heads`` selects any non-empty subset of
    {seen, pseudo, residual, normality}; the released model always builds and returns all
-   four (``total_heads < 4`` crashes). Only the model is reduced: the batch is assembled as
-   for full DRA (the released data pipeline makes pseudo anomalies whatever the heads; in
-   DRA1A no head learns from them, they only pass through the backbone and its BatchNorm),
-   and references are drawn only when the residual head is active.
+   four (``total_heads < 4`` crashes). Only the model is reduced: by default the batch is
+   assembled as for full DRA (the released data pipeline makes pseudo anomalies whatever the
+   heads; in DRA1A no head learns from them, they only pass through the backbone and its
+   BatchNorm), and references are drawn only when the residual head is active.
+   ``pseudo_prob=0`` drops the pseudo slots (allowed only without the pseudo head), so DRA1A
+   then trains on normals and seen anomalies alone.
 5. A head whose sample subset is empty in a batch (possible only with tiny batches)
    contributes no loss for that step instead of a NaN.
 6. Loss choice (paper Fig. 5): ``bce`` and ``focal`` apply binary cross-entropy with logits /
@@ -61,9 +68,9 @@ reproducibility or generality:
    ``common.cutpaste``). ``external`` uses ``TrainData.outliers`` (``--outliers``) without
    CutMix, as the release does with ``--outlier_root``; the default ``pseudo=None`` picks
    ``external`` when the run has outliers and ``cutmix`` otherwise — the released behaviour.
-8. ``ref_mode="fixed_normal"`` (paper) prepends the same unaugmented reference images at
-   every training step (so BatchNorm still sees them, as in the code) and, at test time,
-   computes their mean feature maps once in eval mode.
+8. ``ref_mode="fixed_mixed"`` (paper) and ``"fixed_normal"`` prepend the same unaugmented
+   reference images at every training step (so BatchNorm still sees them, as in the code)
+   and, at test time, compute their mean feature maps once in eval mode.
 
 ``img_size`` (448, the released default) is the resolution the harness decodes and resizes
 the data to (square, bilinear, as the code's PIL ``Resize``); ``fit`` works at whatever size
@@ -95,12 +102,13 @@ HEAD_NAMES = ("seen", "pseudo", "residual", "normality")
 ABNORMALITY_HEADS = ("seen", "pseudo", "residual")   # summed in the score; normality subtracted
 LOSSES = ("deviation", "bce", "focal")
 PSEUDO_SOURCES = SYNTHETIC_KINDS + ("external",)
-REF_MODES = ("per_step_random_mixed", "fixed_normal")
+REF_MODES = ("per_step_random_mixed", "fixed_normal", "fixed_mixed")
 LR_SCHEDULES = ("step_start", "step_end", "none")
 
 LABEL_NORMAL, LABEL_SEEN, LABEL_PSEUDO = 0, 1, 2     # methods.md §1.2
 DEVIATION_MARGIN = 5.0
-PSEUDO_PROB = 0.5          # chance that a normal slot (or reference slot) becomes a pseudo anomaly
+PSEUDO_PROB = 0.5          # released code: chance a normal (or reference) slot becomes pseudo
+NORMAL_FRACTION = 2 / 3    # released code: 2·B // 3 normal slots per batch (32 of 48)
 LR_STEP_SIZE, LR_GAMMA = 10, 0.1
 
 # The settings where the released code and the paper text differ (methods.md §1.8, §1.11).
@@ -110,7 +118,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                  squared_loss=False, ref_mode="per_step_random_mixed", residual_block=True,
                  rotate=True, abs_scores=True),
     "paper": dict(lr=1e-3, weight_decay=1e-2, lr_schedule="step_start", grad_clip=1.0,
-                  squared_loss=True, ref_mode="fixed_normal", residual_block=False,
+                  squared_loss=True, ref_mode="fixed_mixed", residual_block=False,
                   rotate=True, abs_scores=False),
 }
 
@@ -294,11 +302,20 @@ def plan_slots(normal_idx: np.ndarray, rng: np.random.RandomState, p_pseudo: flo
     return SlotPlan(np.asarray(normal_idx, dtype=np.int64), is_pseudo, src)
 
 
+def normal_slot_count(batch_size: int, normal_fraction: float = NORMAL_FRACTION) -> int:
+    """Normal slots of a batch: ⌊fraction·B⌋, so the released 2/3 gives its 2·B // 3 (the
+    tiny epsilon absorbs 2/3 not being exact in binary: 48·(2/3) must give 32, not 31)."""
+    return int(np.floor(float(normal_fraction) * int(batch_size) + 1e-9))
+
+
 def make_batch_sampler(n_normal: int, n_anomalies: int, batch_size: int,
-                       rng: np.random.RandomState) -> BalancedBatchSampler:
-    """DRA's balanced sampler (methods.md §1.3): 2·B // 3 normal slots (32 of 48), the rest
-    (16 of 48) from the labelled anomalies, each an endless stream of permutations."""
-    return BalancedBatchSampler(n_normal, n_anomalies, batch_size, 2 * batch_size // 3, rng)
+                       rng: np.random.RandomState,
+                       normal_fraction: float = NORMAL_FRACTION) -> BalancedBatchSampler:
+    """DRA's balanced sampler (methods.md §1.3): ⌊fraction·B⌋ normal slots (released: 32 of
+    48), the rest (16 of 48) from the labelled anomalies, each an endless stream of
+    permutations."""
+    return BalancedBatchSampler(n_normal, n_anomalies, batch_size,
+                                normal_slot_count(batch_size, normal_fraction), rng)
 
 
 def batch_labels(plan: SlotPlan, n_anomaly_slots: int) -> np.ndarray:
@@ -325,17 +342,23 @@ class DRA(Method):
       None = ``external`` when the run has outliers, else ``cutmix`` (released behaviour);
     * ``n_ref``: reference set size N_r (Fig. 3 right: 1, 5, 10); ``topk``: top-K rate;
       ``n_scales``: pyramid levels; ``img_size``: resolution the harness resizes to;
-    * ``epochs`` × ``steps_per_epoch`` optimiser steps on batches of ``batch_size`` (2/3
-      normal slots, 1/3 seen anomalies) plus the references; ``test_batch_size``: images per
-      scoring batch (each gets its own references in the code profile);
+    * ``epochs`` × ``steps_per_epoch`` optimiser steps on batches of ``batch_size``
+      (⌊``normal_fraction``·B⌋ normal slots, released 2/3, the rest seen anomalies) plus the
+      references; ``test_batch_size``: images per scoring batch (each gets its own
+      references in the code profile);
+    * ``pseudo_prob``: chance that a normal batch slot or a reference slot becomes a pseudo
+      anomaly (released ½); 0 = no pseudo slots at all, allowed only without the pseudo head
+      (e.g. ``dra1a``, whose default keeps the released ½);
     * profile-dependent (None = profile): ``lr``, ``weight_decay``, ``lr_schedule``
       (``step_start`` | ``step_end`` | ``none``), ``grad_clip`` (max global L2 norm, ≤ 0 =
-      off), ``squared_loss`` (paper eq. 11), ``ref_mode`` (``per_step_random_mixed`` |
-      ``fixed_normal``), ``residual_block`` (3×3 conv + BN + ReLU in g_r), ``rotate``
+      off), ``squared_loss`` (paper eq. 11), ``ref_mode`` (``per_step_random_mixed`` code |
+      ``fixed_mixed`` paper: drawn once, each slot a pseudo anomaly with ``pseudo_prob`` once |
+      ``fixed_normal`` paper main text only), ``residual_block`` (3×3 conv + BN + ReLU in g_r), ``rotate``
       (±180° training rotation), ``abs_scores`` (|·| on patch and holistic scores).
     """
 
-    version = "1"
+    # 2: paper profile's reference set fixed_normal → fixed_mixed; pseudo_prob, normal_fraction
+    version = "2"
     uses_common_blocks = True
     # Paper Sec. 4.1: CutMix pseudo anomalies, except LAG images on the three medical datasets.
     outlier_policy = "paper_pseudo"
@@ -349,12 +372,21 @@ class DRA(Method):
         upstream_license="AGPL-3.0 (upstream; nothing copied — implemented from notes)",
         notes=("profile=code (default) follows the released code; profile=paper follows the "
                "paper text where they differ: lr 1e-3 vs 2e-4, weight decay 1e-2 vs 1e-5, "
-               "squared vs absolute deviation loss, a fixed normal reference set vs per-step "
-               "random references with ~50% pseudo anomalies and rotation, no 3x3 conv+BN+ReLU "
-               "in the residual head, no abs() on head outputs; StepLR at epoch start, grad "
-               "clip 1.0, ±180° rotation and the 32+16 batch composition are code-only but "
-               "kept by both profiles (the paper is silent). Each difference is its own "
-               "parameter. Harness: fully seeded from the run seed (scores repeat exactly on "
+               "squared vs absolute deviation loss, a reference set drawn once and reused for "
+               "training and testing (ref_mode=fixed_mixed: each of its slots a pseudo "
+               "anomaly with probability 1/2, drawn once, unrotated) vs per-step random "
+               "references with ~50% pseudo anomalies and rotation, no 3x3 conv+BN+ReLU in "
+               "the residual head, no abs() on head outputs. Reference set reading: the main "
+               "text says N_r normal images fixed for all training and testing samples, "
+               "App. B.1 says the final implementation mixes pseudo anomalies into the "
+               "reference set; the paper profile takes both statements (fixed and mixed), "
+               "since the appendix describes what produced the reported numbers; "
+               "ref_mode=fixed_normal is the main text alone. StepLR at epoch start, grad "
+               "clip 1.0, ±180° rotation, pseudo_prob 1/2 and normal_fraction 2/3 (32+16 of "
+               "48) are code-only but kept by both profiles (the paper is silent). dra1a "
+               "keeps the pseudo slots by default (the released data pipeline makes them "
+               "whatever the heads); pseudo_prob=0 trains it on normals and seen anomalies "
+               "only. Each difference is its own parameter. Harness: fully seeded from the run seed (scores repeat exactly on "
                "CPU), test-time references from a seeded score-time stream, on-device "
                "augmentation, working head ablations dra1a/dra2a/dra3ar/dra3an, CutPaste-Scar/"
                "Mix pseudo anomalies implemented from the CutPaste paper."),
@@ -370,7 +402,8 @@ class DRA(Method):
                  lr_schedule: Optional[str] = None, grad_clip: Optional[float] = None,
                  squared_loss: Optional[bool] = None, ref_mode: Optional[str] = None,
                  residual_block: Optional[bool] = None, rotate: Optional[bool] = None,
-                 abs_scores: Optional[bool] = None):
+                 abs_scores: Optional[bool] = None, pseudo_prob: float = PSEUDO_PROB,
+                 normal_fraction: float = NORMAL_FRACTION):
         self.profile = profile
         self.heads = heads
         self.loss = loss
@@ -393,6 +426,8 @@ class DRA(Method):
         self.residual_block = residual_block
         self.rotate = rotate
         self.abs_scores = abs_scores
+        self.pseudo_prob = pseudo_prob
+        self.normal_fraction = normal_fraction
 
     # -- parameter resolution ----------------------------------------------------------------
     def parse_heads(self) -> tuple[str, ...]:
@@ -434,6 +469,20 @@ class DRA(Method):
                              f"anomaly slots)")
         if not 0 < float(self.topk) <= 1:
             raise ValueError(f"DRA topk={self.topk!r} must be in (0, 1]")
+        pseudo_prob = float(self.pseudo_prob)
+        if not 0.0 <= pseudo_prob <= 1.0:
+            raise ValueError(f"DRA pseudo_prob={self.pseudo_prob!r} must be in [0, 1] (the "
+                             f"released code uses 0.5)")
+        if pseudo_prob == 0.0 and "pseudo" in p["heads"].split(","):
+            raise ValueError("DRA pseudo_prob=0 leaves the pseudo head without pseudo "
+                             "anomalies to learn; drop 'pseudo' from heads (e.g. dra1a) or "
+                             "set pseudo_prob > 0")
+        n_normal_slots = normal_slot_count(self.batch_size, self.normal_fraction)
+        if not 1 <= n_normal_slots <= int(self.batch_size) - 1:
+            raise ValueError(f"DRA normal_fraction={self.normal_fraction!r} gives "
+                             f"{n_normal_slots} normal slots of batch_size={self.batch_size}; "
+                             f"choose a fraction that leaves at least one normal and one "
+                             f"seen-anomaly slot (released: 2/3)")
         # The harness resizes the data to ``img_size``; the model works at the data's size.
         img_size = int(train_img_size) if train_img_size is not None else int(self.img_size)
         p.update(loss=self.loss, pseudo=pseudo, n_ref=int(self.n_ref), topk=float(self.topk),
@@ -443,7 +492,8 @@ class DRA(Method):
                  lr=float(p["lr"]), weight_decay=float(p["weight_decay"]),
                  grad_clip=float(p["grad_clip"]), squared_loss=bool(p["squared_loss"]),
                  residual_block=bool(p["residual_block"]), rotate=bool(p["rotate"]),
-                 abs_scores=bool(p["abs_scores"]))
+                 abs_scores=bool(p["abs_scores"]), pseudo_prob=pseudo_prob,
+                 normal_fraction=float(self.normal_fraction))
         return p
 
     # -- data helpers ------------------------------------------------------------------------
@@ -462,16 +512,16 @@ class DRA(Method):
 
     def _pseudo_pool_size(self) -> int:
         if self.effective_params_["pseudo"] == "external":
-            return len(self._outliers_u8)
+            return 0 if self._outliers_u8 is None else len(self._outliers_u8)
         return len(self._normal_u8)
 
     def _draw_references(self, stream: EndlessPermutation, rng: np.random.RandomState,
                          gen: torch.Generator) -> torch.Tensor:
         """``n_ref`` per-step references (code, methods.md §1.5): the next normals of the
-        reference stream, each independently a pseudo anomaly with p = ½, rotated if
-        rotation is on. Float [0, 1], not yet normalised."""
-        plan = plan_slots(stream.take(self.effective_params_["n_ref"]), rng, PSEUDO_PROB,
-                          self._pseudo_pool_size())
+        reference stream, each independently a pseudo anomaly with p = ``pseudo_prob``,
+        rotated if rotation is on. Float [0, 1], not yet normalised."""
+        plan = plan_slots(stream.take(self.effective_params_["n_ref"]), rng,
+                          self.effective_params_["pseudo_prob"], self._pseudo_pool_size())
         x = self._slot_images(plan, gen)
         return random_rotate(x, gen) if self.effective_params_["rotate"] else x
 
@@ -479,7 +529,8 @@ class DRA(Method):
     def fit(self, train: TrainData) -> "DRA":
         p = self.resolve_params(train.outliers is not None and len(train.outliers) > 0,
                                 train.img_size)
-        if p["pseudo"] == "external" and (train.outliers is None or len(train.outliers) == 0):
+        if p["pseudo"] == "external" and p["pseudo_prob"] > 0 and (
+                train.outliers is None or len(train.outliers) == 0):
             raise ValueError("DRA pseudo='external' needs external outlier images but this run "
                              "has none: pass --outliers lag|mvtec_ad|PATH to the harness, or "
                              "choose pseudo=cutmix, cutpaste_scar or cutpaste_mix")
@@ -490,7 +541,7 @@ class DRA(Method):
             raise ValueError(f"DRA needs labelled anomalies (shots ≥ 1) for its seen-anomaly "
                              f"batch slots; got none for heads {p['heads']}")
         self.effective_params_ = p
-        self.used_outliers_ = p["pseudo"] == "external"
+        self.used_outliers_ = p["pseudo"] == "external" and p["pseudo_prob"] > 0
         seed_everything(train.seed)
         rng, gen = make_rngs(train.seed)
         self.seed_ = int(train.seed)
@@ -503,19 +554,28 @@ class DRA(Method):
         self._normal_u8 = torch.from_numpy(np.ascontiguousarray(train.normal)).to(dev)
         self._anomalies_u8 = torch.from_numpy(np.ascontiguousarray(train.anomalies)).to(dev)
         self._outliers_u8 = (torch.from_numpy(np.ascontiguousarray(train.outliers)).to(dev)
-                             if p["pseudo"] == "external" else None)
+                             if self.used_outliers_ else None)
 
         sampler = make_batch_sampler(len(train.normal), len(train.anomalies), p["batch_size"],
-                                     rng)
+                                     rng, p["normal_fraction"])
         use_refs = model.needs_reference
         ref_stream = EndlessPermutation(len(train.normal), rng)
-        if use_refs and p["ref_mode"] == "fixed_normal":
-            # Paper: N_r normal images drawn once at random, fixed for training and testing.
+        # Paper: N_r images drawn once at random, fixed for training and testing (main text:
+        # normal; App. B.1: pseudo anomalies mixed in). Unaugmented, reused at every step.
+        self.ref_idx_ = self.ref_is_pseudo_ = self.ref_images_ = None
+        if use_refs and p["ref_mode"] in ("fixed_normal", "fixed_mixed"):
             idx = rng.choice(len(train.normal), p["n_ref"],
                              replace=len(train.normal) < p["n_ref"])
             self.ref_idx_ = np.sort(idx)
-        else:
-            self.ref_idx_ = None
+            if p["ref_mode"] == "fixed_mixed":
+                plan = plan_slots(self.ref_idx_, rng, p["pseudo_prob"],
+                                  self._pseudo_pool_size())
+                self.ref_is_pseudo_ = plan.is_pseudo
+                self.ref_images_ = self._slot_images(plan, gen)
+            else:
+                self.ref_is_pseudo_ = np.zeros(len(self.ref_idx_), bool)
+                self.ref_images_ = to_float(
+                    self._normal_u8[torch.from_numpy(self.ref_idx_).to(dev)])
         optimizer = adam(model.parameters(), p["lr"], p["weight_decay"])
         lr_history: list[float] = []
         epoch_steps = {"n": 0}
@@ -525,7 +585,7 @@ class DRA(Method):
                 lr_history.append(optimizer.param_groups[0]["lr"])
             epoch_steps["n"] += 1
             normal_idx, anomaly_idx = sampler.next()
-            plan = plan_slots(normal_idx, rng, PSEUDO_PROB, self._pseudo_pool_size())
+            plan = plan_slots(normal_idx, rng, p["pseudo_prob"], self._pseudo_pool_size())
             labels = torch.from_numpy(batch_labels(plan, len(anomaly_idx)))
             x = torch.cat([self._slot_images(plan, gen),
                            to_float(self._anomalies_u8[
@@ -534,8 +594,7 @@ class DRA(Method):
                 x = random_rotate(x, gen)
             n_ref = 0
             if use_refs:
-                refs = (to_float(self._normal_u8[torch.from_numpy(self.ref_idx_).to(dev)])
-                        if self.ref_idx_ is not None else
+                refs = (self.ref_images_ if self.ref_images_ is not None else
                         self._draw_references(ref_stream, rng, gen))
                 x = torch.cat([refs, x])
                 n_ref = len(refs)
@@ -578,10 +637,8 @@ class DRA(Method):
         try:
             with torch.no_grad():
                 ref_means = None
-                if model.needs_reference and self.ref_idx_ is not None:
-                    refs = to_float(
-                        self._normal_u8[torch.from_numpy(self.ref_idx_).to(dev)])
-                    ref_means = model.reference_means(normalize(refs))
+                if model.needs_reference and self.ref_images_ is not None:
+                    ref_means = model.reference_means(normalize(self.ref_images_))
                 for i in range(0, len(images), p["test_batch_size"]):
                     batch = torch.from_numpy(
                         np.ascontiguousarray(images[i:i + p["test_batch_size"]])).to(dev)

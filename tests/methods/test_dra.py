@@ -202,9 +202,9 @@ def test_profiles_and_single_flips():
         assert code[k] == v
     assert (paper["lr"], paper["weight_decay"], paper["squared_loss"], paper["ref_mode"],
             paper["residual_block"], paper["abs_scores"]) == \
-        (1e-3, 1e-2, True, "fixed_normal", False, False)
+        (1e-3, 1e-2, True, "fixed_mixed", False, False)
     # what the paper does not mention stays as in the code
-    for k in ("lr_schedule", "grad_clip", "rotate"):
+    for k in ("lr_schedule", "grad_clip", "rotate", "pseudo_prob", "normal_fraction"):
         assert paper[k] == code[k]
     flipped = D.DRA(squared_loss=True).resolve_params()
     assert flipped["squared_loss"] is True and flipped["lr"] == 2e-4
@@ -223,6 +223,10 @@ def test_pseudo_source_follows_the_outliers_unless_given():
     ({"pseudo": "mixup"}, "pseudo"), ({"profile": "other"}, "profile"),
     ({"ref_mode": "fixed"}, "ref_mode"), ({"lr_schedule": "cosine"}, "lr_schedule"),
     ({"n_ref": 0}, "n_ref"), ({"topk": 0}, "topk"), ({"batch_size": 1}, "batch_size"),
+    ({"pseudo_prob": -0.1}, "pseudo_prob"), ({"pseudo_prob": 1.5}, "pseudo_prob"),
+    ({"pseudo_prob": 0.0}, "pseudo_prob=0 leaves the pseudo head"),
+    ({"normal_fraction": 0.0}, "normal_fraction"), ({"normal_fraction": 1.0}, "normal_fraction"),
+    ({"normal_fraction": 0.1, "batch_size": 6}, "normal_fraction"),
 ])
 def test_invalid_parameters_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -302,12 +306,14 @@ def test_external_outliers_fill_the_pseudo_slots():
 
 
 def test_paper_profile_trains_with_a_fixed_normal_reference_set(problem):
-    m = create_method("dra", profile="paper", **TINY).fit(problem.train)
+    m = create_method("dra", profile="paper", ref_mode="fixed_normal", **TINY).fit(problem.train)
     e = m.effective_params_
     assert (e["lr"], e["weight_decay"], e["squared_loss"], e["ref_mode"]) == \
         (1e-3, 1e-2, True, "fixed_normal")
     assert isinstance(m.model_.heads["residual"].block, torch.nn.Identity)
     assert m.ref_idx_ is not None and len(m.ref_idx_) == TINY["n_ref"]
+    assert not m.ref_is_pseudo_.any()
+    assert torch.equal(m.ref_images_, to_float(problem.train.normal[m.ref_idx_]))
     s = m.score(problem.test_images)
     assert np.isfinite(s).all() and np.array_equal(s, m.score(problem.test_images))
     # Fixed references: a test image's score does not depend on its batch.
@@ -326,3 +332,84 @@ def test_dra_learns_toy_defects(setting):
     keep = np.array([c not in (seen or ()) for c in p.test_classes])
     assert roc_auc_score(p.test_labels[keep], s[keep]) >= 0.85
     assert m.loss_history_[-1] < m.loss_history_[0]
+
+
+# -- reference modes and batch parameters (issue 8 item 8) ---------------------------------
+def test_fixed_mixed_reference_set_is_drawn_once_and_reused(problem, monkeypatch):
+    """App. B.1 reading: each fixed slot is a pseudo anomaly with pseudo_prob, decided once."""
+    calls = []
+    real = D.DRA._draw_references
+    monkeypatch.setattr(D.DRA, "_draw_references",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    kw = {**TINY, "n_ref": 4}
+    m = create_method("dra", profile="paper", pseudo_prob=1.0, **kw).fit(problem.train)
+    assert m.effective_params_["ref_mode"] == "fixed_mixed" and calls == []  # never re-drawn
+    assert m.ref_is_pseudo_.all() and len(m.ref_images_) == 4
+    normals = to_float(problem.train.normal[m.ref_idx_])
+    assert all(not torch.equal(m.ref_images_[i], normals[i]) for i in range(4))  # CutMix'd
+    s = m.score(problem.test_images)
+    assert calls == [] and np.array_equal(s, m.score(problem.test_images))
+    single = np.concatenate([m.score(problem.test_images[i:i + 1]) for i in range(3)])
+    assert np.allclose(single, s[:3], atol=1e-5)
+    # The stored set is what scoring uses: another set gives other scores.
+    other = copy.deepcopy(m)
+    other.ref_images_ = normals
+    assert not np.allclose(other.score(problem.test_images), s)
+    # pseudo_prob = ½: a mix of both kinds over many runs' reference draws.
+    rng = np.random.RandomState(0)
+    flips = [D.plan_slots(np.arange(5), rng, 0.5, 12).is_pseudo.mean() for _ in range(400)]
+    assert np.mean(flips) == pytest.approx(0.5, abs=0.05)
+
+
+def test_fixed_mixed_with_pseudo_prob_zero_equals_fixed_normal(problem):
+    kw = {**TINY, "heads": "seen,residual", "pseudo_prob": 0.0}
+    mixed = create_method("dra", ref_mode="fixed_mixed", **kw).fit(problem.train)
+    normal = create_method("dra", ref_mode="fixed_normal", **kw).fit(problem.train)
+    assert not mixed.ref_is_pseudo_.any()
+    assert torch.equal(mixed.ref_images_, normal.ref_images_)
+    assert np.array_equal(mixed.score(problem.test_images), normal.score(problem.test_images))
+
+
+@pytest.mark.parametrize("name, prob", [("dra", 0.25), ("dra1a", 0.0), ("dra1a", 0.5)])
+def test_pseudo_prob_reaches_every_batch_and_reference_draw(problem, monkeypatch, name, prob):
+    seen = []
+    real = D.plan_slots
+    monkeypatch.setattr(D, "plan_slots",
+                        lambda idx, rng, p, pool: seen.append(p) or real(idx, rng, p, pool))
+    labels = []
+    real_labels = D.batch_labels
+    monkeypatch.setattr(D, "batch_labels",
+                        lambda plan, n: labels.append(real_labels(plan, n)) or labels[-1])
+    m = create_method(name, pseudo_prob=prob, **{**TINY, "steps_per_epoch": 4}).fit(problem.train)
+    assert m.effective_params_["pseudo_prob"] == prob
+    assert seen and set(seen) == {prob}
+    n_pseudo = sum(int((lab == D.LABEL_PSEUDO).sum()) for lab in labels)
+    assert (n_pseudo == 0) == (prob == 0.0)
+
+
+def test_dra1a_without_pseudo_slots_needs_no_outliers():
+    p = toy_problem(size=32, n_normal=12, shots=2, n_test=6, seed=0, n_outliers=5)
+    m = create_method("dra1a", pseudo_prob=0.0, **TINY).fit(p.train)
+    assert m.used_outliers_ is False and np.isfinite(m.score(p.test_images)).all()
+    p.train.outliers = None
+    assert create_method("dra1a", pseudo="external", pseudo_prob=0.0, **TINY).fit(p.train)
+
+
+def test_normal_fraction_sets_the_batch_composition():
+    # 2/3 must give the released 2·B // 3 for every batch size despite float rounding.
+    assert all(D.normal_slot_count(b) == 2 * b // 3 for b in range(2, 500))
+    assert D.normal_slot_count(48, 0.5) == 24 and D.normal_slot_count(48, 0.75) == 36
+    rng = np.random.RandomState(0)
+    sampler = D.make_batch_sampler(100, 10, 48, rng, normal_fraction=0.5)
+    ni, ai = sampler.next()
+    assert (len(ni), len(ai)) == (24, 24)
+    assert D.DRA(normal_fraction=0.5).resolve_params()["normal_fraction"] == 0.5
+
+
+def test_normal_fraction_reaches_training(problem, monkeypatch):
+    sizes = []
+    real = D.batch_labels
+    monkeypatch.setattr(D, "batch_labels",
+                        lambda plan, n: sizes.append((len(plan.normal_idx), n)) or real(plan, n))
+    create_method("dra", normal_fraction=0.5, **{**TINY, "batch_size": 8}).fit(problem.train)
+    assert sizes and set(sizes) == {(4, 4)}
