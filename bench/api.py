@@ -9,7 +9,8 @@ A method follows scikit-learn's estimator contract:
 * ``score(images)`` returns one float per image, higher = more anomalous.
 
 Images reach a method already decoded: uint8 arrays of shape N×H×W×3 (RGB), square-resized to
-the run's ``img_size`` (bilinear, as the released code's PIL ``Resize``). Methods move them to
+the run's ``img_size`` (bilinear, as the released code's PIL ``Resize``); the
+:class:`RunContext` beside the data says how the run executes. Methods move them to
 their device and do augmentation and normalisation there.
 
 This module imports neither torch nor numpy-heavy code at import time so the CLI stays fast
@@ -70,42 +71,108 @@ class SplitInfo:
     has_outliers: bool
 
 
+# The input size of the paper's methods (DRA, DevNet and the baselines train at 448 px). A
+# method with another size of its own declares it as ``Method.input_size``.
+DEFAULT_INPUT_SIZE = 448
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run of a method needs, declared per method so a scheduler can pack runs
+    (a hint, not a limit): the share of one GPU, CPU cores, host memory in GiB."""
+
+    gpu_fraction: float = 1.0
+    cpus: int = 1
+    memory_gb: float = 8.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.gpu_fraction <= 1:
+            raise ValueError(f"Resources.gpu_fraction must be in [0, 1], got {self.gpu_fraction!r}")
+        if self.cpus < 1 or self.memory_gb <= 0:
+            raise ValueError(f"Resources needs cpus >= 1 and memory_gb > 0, got cpus="
+                             f"{self.cpus!r}, memory_gb={self.memory_gb!r}")
+
+
+def _no_progress(step: int, total: int) -> None:
+    """The default progress callback: report nothing."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How a run executes, as opposed to what it learns from (:class:`TrainData`): given to
+    ``fit`` beside the data, kept by the method for ``score``.
+
+    ``device``: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; ``seed``: the run's seed,
+    the only source of every random draw; ``weights``: ``"imagenet"``, ``"none"`` or a folder
+    of torchvision-named weight files (resolved by ``bench.methods.common.backbones``);
+    ``img_size``: the side in pixels the harness resized every image to (None: whatever the
+    data has); ``deterministic``: ask torch for deterministic kernels (bitwise-repeatable GPU
+    runs, slower); ``progress(step, total)``: training progress callback.
+
+    ``RunContext()`` (CPU, seed 0, no pretrained weights) is for direct library use and tests;
+    the harness always passes the run's own."""
+
+    device: str = "cpu"
+    seed: int = 0
+    weights: str = "none"
+    img_size: Optional[int] = None
+    deterministic: bool = False
+    progress: Callable[[int, int], None] = field(default=_no_progress, repr=False,
+                                                 compare=False)
+
+    def check(self, train: "TrainData") -> None:
+        """Refuse training images of another size than ``img_size`` (a harness bug)."""
+        if self.img_size is not None and train.img_size is not None and \
+                train.img_size != self.img_size:
+            raise ValueError(f"TrainData has images of {train.img_size} px, but the run "
+                             f"context says img_size={self.img_size}")
+
+
 @dataclass
 class TrainData:
-    """Everything a method's ``fit`` gets. Arrays are uint8, N×H×W×3, RGB, at ``img_size``.
+    """The training arrays a method's ``fit`` gets. Arrays are uint8, N×H×W×3, RGB, square,
+    all of one size.
 
     ``anomaly_classes[i]`` is the anomaly-class folder name of ``anomalies[i]``.
     ``outliers`` holds external pseudo-anomaly images (``--outliers``), or None when the run
-    has no outlier source. ``weights`` is ``"imagenet"``, ``"none"`` or a folder holding
-    torchvision-named weight files; methods resolve it with
-    ``bench.methods.common.backbones`` (one place that fails clearly when weights are missing).
-    ``progress(step, total)`` may be called by the method to report training progress.
+    has no outlier source. How the run executes (device, seed, weights) is the
+    :class:`RunContext`'s.
     """
 
     normal: np.ndarray
     anomalies: np.ndarray
     anomaly_classes: list[str]
-    outliers: Optional[np.ndarray]
-    img_size: int
-    device: str = "cpu"
-    seed: int = 0
-    weights: str = "none"
-    progress: Callable[[int, int], None] = field(default=lambda step, total: None, repr=False)
+    outliers: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
+        sizes = set()
         for name in ("normal", "anomalies", "outliers"):
             arr = getattr(self, name)
             if arr is None:
                 continue
-            if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 4 \
+                    or arr.shape[-1] != 3:
                 raise ValueError(
-                    f"TrainData.{name} must be a uint8 array N×H×W×3, got {arr.dtype} {arr.shape}")
-            if arr.shape[0] and arr.shape[1:3] != (self.img_size, self.img_size):
-                raise ValueError(
-                    f"TrainData.{name} has images of {arr.shape[1:3]}, expected img_size "
-                    f"{self.img_size}×{self.img_size}")
+                    f"TrainData.{name} must be a uint8 array N×H×W×3, got "
+                    f"{getattr(arr, 'dtype', type(arr))} {getattr(arr, 'shape', '')}")
+            if arr.shape[0]:
+                if arr.shape[1] != arr.shape[2]:
+                    raise ValueError(f"TrainData.{name} has non-square images of "
+                                     f"{arr.shape[1]}×{arr.shape[2]}; resize them square")
+                sizes.add(arr.shape[1])
+        if len(sizes) > 1:
+            raise ValueError(f"TrainData arrays have images of several sizes {sorted(sizes)}; "
+                             f"resize them all to one")
         if len(self.anomaly_classes) != len(self.anomalies):
             raise ValueError("TrainData.anomaly_classes must name the class of every anomaly")
+
+    @property
+    def img_size(self) -> Optional[int]:
+        """The side of the images in pixels (None when every array is empty)."""
+        for arr in (self.normal, self.anomalies, self.outliers):
+            if arr is not None and len(arr):
+                return int(arr.shape[1])
+        return None
 
 
 class NotFittedError(RuntimeError):
@@ -124,9 +191,14 @@ class Method(abc.ABC):
       runs them once per test set with ``shots = 0``;
     * ``uses_outliers``: True when the method consumes ``TrainData.outliers`` when present;
     * ``card``: a :class:`MethodCard`;
-    * ``quick_params``: parameter overrides of the ``quick`` preset (a test-sized budget);
-    * ``dataset_img_size``: whether the ``paper`` preset sets ``img_size`` to the dataset's
-      paper size (False for a method with an input size of its own, e.g. KDAD's 128 px);
+    * ``input_size``: the image side in pixels the method is meant to run at (the run's
+      ``img_size`` unless a preset or ``--set '*.img_size=N'`` says otherwise);
+    * ``dataset_img_size``: whether the ``paper`` preset uses the dataset's paper image size
+      instead of ``input_size`` (False for a method with a size of its own, e.g. KDAD's
+      128 px);
+    * ``resources``: a :class:`Resources` hint for schedulers;
+    * ``quick_params``: parameter overrides of the ``quick`` preset (a budget of minutes);
+      :meth:`test_params` is the smaller budget the contract suite runs;
     * ``outlier_policy``: which external outlier images the harness gives the method when
       the user names none with ``--outliers`` (see :data:`OUTLIER_POLICIES`);
     * ``uses_common_blocks``: True for a method built on ``bench.methods.common``; its run
@@ -140,9 +212,26 @@ class Method(abc.ABC):
     uses_outliers: ClassVar[bool] = False
     card: ClassVar[MethodCard] = MethodCard(paper="")
     quick_params: ClassVar[dict[str, Any]] = {}
+    input_size: ClassVar[int] = DEFAULT_INPUT_SIZE
     dataset_img_size: ClassVar[bool] = True
+    resources: ClassVar[Resources] = Resources()
     outlier_policy: ClassVar[str] = "none"
     uses_common_blocks: ClassVar[bool] = False
+
+    @classmethod
+    def test_params(cls) -> dict[str, Any]:
+        """Parameter overrides that fit this method on the contract suite's toy data (32 px,
+        ten images) in seconds on a CPU: the method's declared test-sized budget, like
+        benchopt's test config. Default: none (a method without a training budget)."""
+        return {}
+
+    @classmethod
+    def budget_params(cls, steps: int, batch_size: Optional[int] = None) -> dict[str, Any]:
+        """Parameter overrides for a fit of one epoch of about ``steps`` optimiser steps of
+        ``batch_size`` images (None: the method's own), used by ``bench perf``. Default: none
+        (a method without a training loop). After such a fit a method may report what it
+        did in ``train_steps_`` and ``train_batch_size_``."""
+        return {}
 
     @classmethod
     def full_version(cls) -> str:
@@ -193,12 +282,13 @@ class Method(abc.ABC):
 
     # -- the contract ----------------------------------------------------------------------
     @abc.abstractmethod
-    def fit(self, train: TrainData) -> "Method":
-        """Learn from ``train``; return ``self``."""
+    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "Method":
+        """Learn from ``train`` under ``ctx`` (None: ``RunContext()``); return ``self``."""
 
     @abc.abstractmethod
     def score(self, images: np.ndarray) -> np.ndarray:
-        """One float per image (uint8 N×H×W×3 at ``img_size``); higher = more anomalous."""
+        """One float per image (uint8 N×H×W×3 at the fit's size); higher = more anomalous.
+        Runs under the context ``fit`` got."""
 
     def skip(self, split: SplitInfo) -> Optional[str]:
         """Return a reason string to skip a run this method does not support, else None."""
@@ -215,6 +305,17 @@ class Method(abc.ABC):
         """Learned state for ``--save-models`` (tensors only; loaded with weights_only=True).
         Methods with a torch model return ``{"model": module.state_dict()}``."""
         return {}
+
+    @staticmethod
+    def _context(train: TrainData, ctx: Optional[RunContext]) -> RunContext:
+        """The context of a fit: ``ctx``, or ``RunContext()`` when None, checked against the
+        training images' size."""
+        ctx = RunContext() if ctx is None else ctx
+        if not isinstance(ctx, RunContext):
+            raise TypeError(f"fit(train, ctx): ctx must be a bench.api.RunContext, got "
+                            f"{type(ctx).__name__}")
+        ctx.check(train)
+        return ctx
 
     def _check_image_size(self, images: np.ndarray, size: int) -> None:
         """Refuse images of another size than ``fit`` saw: the features (and top-K counts)

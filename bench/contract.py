@@ -9,8 +9,8 @@ Usage in a plugin's tests::
         import my_plugin  # registers "mymethod"
         check_method("mymethod")
 
-:func:`check_method` builds the method from the registry with its ``quick_params`` cut down
-to a toy budget (see :data:`TINY_BUDGET`) plus the caller's ``overrides``, fits it on tiny
+:func:`check_method` builds the method from the registry with its declared ``test_params()``
+(a toy budget) plus the caller's ``overrides``, fits it on tiny
 :func:`bench.testing.toy_problem` data and raises ``AssertionError`` naming the method and
 the broken rule. It fits the method three times in all (fit A then B on one instance, B on a
 fresh one) so that determinism and forgetting share the fits. What it checks:
@@ -44,11 +44,6 @@ from .api import Method, MethodCard, NotFittedError
 from .registry import create_method, get_method_entry
 from .testing import toy_problem
 
-# Upper bounds applied to the quick preset's parameters of the same names (whichever is
-# smaller wins), so the suite fits any method in seconds on a CPU. img_size is set to the
-# suite's ``size``.
-TINY_BUDGET = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 12}
-
 # Tolerance for "the same scores": CPU runs under one seed repeat exactly; this only absorbs
 # harmless float reordering.
 _RTOL, _ATOL = 1e-5, 1e-6
@@ -58,20 +53,16 @@ def _fail(name: str, msg: str) -> None:
     raise AssertionError(f"method {name!r}: {msg}")
 
 
-def contract_params(name: str, overrides: Optional[dict] = None, size: int = 32) -> dict:
-    """The parameters :func:`check_method` uses for ``name``: quick preset, capped by
-    :data:`TINY_BUDGET`, ``img_size=size`` where the method has it, then ``overrides``."""
-    entry = get_method_entry(name)
-    valid = entry.cls.param_names()
-    defaults = {**entry.cls.default_params(), **entry.defaults}
-    params = {k: v for k, v in dict(entry.cls.quick_params).items() if k in valid}
-    for key, cap in TINY_BUDGET.items():
-        if key in valid:
-            current = params.get(key, defaults.get(key))
-            params[key] = min(current, cap) if isinstance(current, int) and \
-                not isinstance(current, bool) else cap
-    if "img_size" in valid:
-        params["img_size"] = size
+def contract_params(name: str, overrides: Optional[dict] = None) -> dict:
+    """The parameters :func:`check_method` uses for ``name``: the method's declared
+    ``test_params()``, then ``overrides``."""
+    cls = get_method_entry(name).cls
+    valid = cls.param_names()
+    params = dict(cls.test_params())
+    unknown = set(params) - set(valid)
+    if unknown:
+        _fail(name, f"test_params() names unknown parameters {sorted(unknown)}; valid: "
+                    f"{', '.join(valid)}")
     unknown = set(overrides or {}) - set(valid)
     if unknown:
         _fail(name, f"overrides name unknown parameters {sorted(unknown)}; valid: "
@@ -127,13 +118,14 @@ def _check_scores(name: str, scores: Any, n: int, when: str) -> np.ndarray:
     return scores
 
 
-def _fit(name: str, method: Method, train) -> None:
+def _fit(name: str, method: Method, problem) -> None:
+    train = problem.train
     before = set(vars(method))
     params = method.get_params()
     copies = {k: getattr(train, k).copy() for k in ("normal", "anomalies")}
     if train.outliers is not None:
         copies["outliers"] = train.outliers.copy()
-    out = method.fit(train)
+    out = method.fit(train, problem.context)
     if out is not method:
         _fail(name, f"fit() must return self, returned {type(out).__name__}")
     for k, arr in copies.items():
@@ -185,9 +177,10 @@ def check_method(name: str, *, overrides: Optional[dict] = None, size: int = 32)
     method and the rule it breaks; returns None when every check passes."""
     cls = get_method_entry(name).cls
     _check_class(name, cls)
-    params = contract_params(name, overrides, size)
+    params = contract_params(name, overrides)
     fresh = create_method(name, **params)
-    _check_params(name, fresh, params)
+    entry = get_method_entry(name)
+    _check_params(name, fresh, {**cls.default_params(), **entry.defaults, **params})
 
     shots = 2 if cls.uses_labeled_anomalies else 0
     n_out = 6 if cls.uses_outliers else 0
@@ -210,20 +203,20 @@ def check_method(name: str, *, overrides: Optional[dict] = None, size: int = 32)
     # One instance fitted on A then B; a fresh instance fitted on B. Equal scores show both
     # determinism under the seed and that the second fit forgot the first.
     first = create_method(name, **params)
-    _fit(name, first, data_a.train)
+    _fit(name, first, data_a)
     _check_used_outliers(name, first, cls.uses_outliers, "after a fit with outliers")
     _score(name, first, data_a.test_images, "after fit(A)")
-    _fit(name, first, data_b.train)
+    _fit(name, first, data_b)
     _check_used_outliers(name, first, False, "after a fit without outliers")
     refit_scores = _score(name, first, test, "after fit(A) then fit(B)")
 
-    _fit(name, fresh, data_b.train)
+    _fit(name, fresh, data_b)
     fresh_scores = _score(name, fresh, test, "after fit(B)")
     _score(name, fresh, test[:1], "on a single image")
     if not np.allclose(refit_scores, fresh_scores, rtol=_RTOL, atol=_ATOL):
         # Tell apart "not deterministic" from "remembers the previous fit" with one more fit.
         third = create_method(name, **params)
-        _fit(name, third, data_b.train)
+        _fit(name, third, data_b)
         third_scores = _score(name, third, test, "after fit(B)")
         if not np.allclose(third_scores, fresh_scores, rtol=_RTOL, atol=_ATOL):
             _fail(name, f"two fresh instances fitted on the same data with the same seed give "

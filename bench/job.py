@@ -111,10 +111,6 @@ def _outlier_pool(spec: RunSpec):
     return pool
 
 
-def _img_size(spec: RunSpec) -> int:
-    return int(spec.params.get("img_size", 224))
-
-
 def prefetch_images(specs: list[RunSpec], cache_dir: Optional[Path] = None,
                     log=print) -> None:
     """Decode every image the runs of ``specs`` read into the decoded-image cache, once,
@@ -125,7 +121,7 @@ def prefetch_images(specs: list[RunSpec], cache_dir: Optional[Path] = None,
 
     done: set = set()
     for spec in specs:
-        size = _img_size(spec)
+        size = spec.img_size
         key = (spec.dataset_root, spec.subset, spec.subset_fingerprint, size)
         if key not in done:
             done.add(key)
@@ -150,7 +146,7 @@ def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
     from .datasets.cache import load_images, load_outliers
     from .protocol import make_split
 
-    size = _img_size(spec)
+    size = spec.img_size
     index = _subset_index(spec)
     split = make_split(index, dataset=spec.dataset, setting=spec.setting, shots=spec.shots,
                        seed=spec.split_seed, known_class=spec.known_class,
@@ -180,7 +176,7 @@ def _jsonable(obj):
 def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: bool = False,
             log=print, cache_dir: Optional[Path] = None) -> str:
     """Run ``spec`` and write its folder; returns the status."""
-    from .api import TrainData
+    from .api import RunContext, TrainData
     from .registry import create_method
 
     record = {**base_record(spec, store, None), "reason": None, "traceback": None,
@@ -219,14 +215,14 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
                 total[0] = n
 
             train = TrainData(normal=normal, anomalies=anomalies,
-                              anomaly_classes=split.train_anomaly_classes, outliers=outliers,
-                              img_size=size, device=device, seed=spec.seed,
-                              weights=spec.weights, progress=progress)
+                              anomaly_classes=split.train_anomaly_classes, outliers=outliers)
+            ctx = RunContext(device=device, seed=spec.seed, weights=spec.weights,
+                             img_size=size, progress=progress)
             log(f"fit {spec.label}: {len(normal)} normal, {len(anomalies)} labelled anomalies"
                 f"{'' if outliers is None else f', {len(outliers)} outliers'}, {size}px, "
                 f"{device}")
             t0 = time.perf_counter()
-            method.fit(train)
+            method.fit(train, ctx)
             record["fit_s"] = round(time.perf_counter() - t0, 3)
             t0 = time.perf_counter()
             scores = np.asarray(method.score(test), dtype=np.float64).reshape(-1)

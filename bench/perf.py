@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from .plan import ConfigError
-from .registry import create_method, method_defaults
+from .registry import create_method, method_class
 from .testing import toy_problem
 
 
@@ -56,35 +56,22 @@ def resolve_device(device: Optional[str]) -> str:
     return device
 
 
-def _budget(method: str, img_size: int, steps: int, batch_size: int | None) -> dict:
-    params = method_defaults(method)
-    out = {"img_size": img_size}
-    if "steps_per_epoch" in params:
-        out["steps_per_epoch"] = steps
-    if "epochs" in params:
-        out["epochs"] = 1
-    if batch_size and "batch_size" in params:
-        out["batch_size"] = batch_size
-    return {k: v for k, v in out.items() if k in params}
-
-
 def measure(method: str, *, img_size: int, steps: int, batch_size: int | None, device: str,
             n_normal: int, n_test: int, seed: int = 0) -> dict:
     import torch
 
-    params = _budget(method, img_size, steps, batch_size)
+    cls = method_class(method)
+    params = cls.budget_params(steps, batch_size)
     problem = toy_problem(size=img_size, n_normal=n_normal, shots=10, n_test=n_test // 2,
                           seed=seed, device=device, n_outliers=8)
-    warm = dict(params)
-    if "steps_per_epoch" in warm:
-        warm["steps_per_epoch"] = 1
-    create_method(method, **warm).fit(problem.train)
+    ctx = problem.context
+    create_method(method, **cls.budget_params(1, batch_size)).fit(problem.train, ctx)
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     m = create_method(method, **params)
     t0 = time.perf_counter()
-    m.fit(problem.train)
+    m.fit(problem.train, ctx)
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     fit_s = time.perf_counter() - t0
@@ -93,10 +80,10 @@ def measure(method: str, *, img_size: int, steps: int, batch_size: int | None, d
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     score_s = time.perf_counter() - t0
-    final = m.get_params()
-    n_steps = final.get("steps_per_epoch") or max(1, n_normal // max(1, final.get(
-        "batch_size", n_normal)))
-    batch = final.get("batch_size") or n_normal
+    # What the fit did, as the method reports it (a method without a training loop: one
+    # pass over the normal images).
+    n_steps = getattr(m, "train_steps_", None) or 1
+    batch = getattr(m, "train_batch_size_", None) or n_normal
     return {"method": method, "img_size": img_size, "batch_size": batch, "steps": n_steps,
             "fit_s": fit_s, "s_per_step": fit_s / n_steps,
             "train_img_per_s": n_steps * batch / fit_s,

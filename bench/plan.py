@@ -48,6 +48,8 @@ from .datasets.outliers import OutlierPool, outlier_pool
 
 PRESETS = ("quick", "paper")
 QUICK_IMG_SIZE = 64
+# The ``--set`` key of the run's image size: a field of the run spec, set per method.
+IMG_SIZE = "img_size"
 
 
 class ConfigError(ValueError):
@@ -176,6 +178,7 @@ class RunSpec:
     outliers: Optional[str]
     outliers_fingerprint: Optional[str]
     decoder_version: Optional[str] = None
+    img_size: int = 0              # the side images are resized to (method.input_size chain)
     dataset_root: str = field(default="", compare=False)   # where to read it (not hashed)
     outliers_root: Optional[str] = field(default=None, compare=False)
     outliers_excluded: tuple = field(default=(), compare=False)
@@ -186,7 +189,8 @@ class RunSpec:
 
     HASHED = ("method", "method_version", "params", "dataset", "subset", "subset_fingerprint",
               "setting", "known_class", "shots", "seed", "split_seed", "split_hash",
-              "train_cap", "weights", "outliers", "outliers_fingerprint", "decoder_version")
+              "train_cap", "weights", "outliers", "outliers_fingerprint", "decoder_version",
+              "img_size")
     _TUPLES = ("outliers_excluded", "notes", "paper_deviations")
 
     def identity(self) -> dict:
@@ -351,6 +355,16 @@ def parse_overrides(items: list[str], methods: list[str]) -> list[Override]:
         if not targets:
             raise ConfigError(f"--set {item!r}: {pattern!r} matches none of the selected "
                               f"methods ({', '.join(methods)})")
+        if param == IMG_SIZE:  # a run field, not a method parameter
+            try:
+                size = coerce_value(raw, int)
+            except ValueError:
+                size = None
+            if size is None or size < 1:
+                raise ConfigError(f"--set {item!r}: img_size expects a positive integer "
+                                  f"(pixels), got {raw!r}")
+            out.append(Override(pattern, param, size, {m: size for m in targets}))
+            continue
         having = [m for m in targets if param in method_class(m).param_names()]
         if not having:
             valid = sorted({p for m in targets for p in method_class(m).param_names()})
@@ -377,14 +391,28 @@ def method_params(method: str, preset: str, dataset: Dataset, subset: str,
     params = method_defaults(method)
     if preset == "quick":
         params.update({k: v for k, v in cls.quick_params.items() if k in params})
-        if "img_size" in params:
-            params["img_size"] = QUICK_IMG_SIZE
-    elif preset == "paper" and "img_size" in params and cls.dataset_img_size:
-        params["img_size"] = dataset.img_size_for(subset)
     for o in overrides:
         if method in o.typed and o.param in params:
             params[o.param] = o.typed[method]
     return params
+
+
+def run_img_size(method: str, preset: str, dataset: Dataset, subset: str,
+                 overrides: list[Override]) -> int:
+    """The side in pixels one method's runs resize images to, by one chain: ``--set
+    METHOD.img_size=N`` > the preset (``quick``: 64 px; ``paper``: the dataset's paper size,
+    unless the method declares a size of its own with ``dataset_img_size = False``) > the
+    method's declared ``input_size``."""
+    cls = method_class(method)
+    size = cls.input_size
+    if preset == "quick":
+        size = QUICK_IMG_SIZE
+    elif preset == "paper" and cls.dataset_img_size:
+        size = dataset.img_size_for(subset)
+    for o in overrides:
+        if o.param == IMG_SIZE and method in o.typed:
+            size = o.typed[method]
+    return int(size)
 
 
 # -- datasets -------------------------------------------------------------------------------
@@ -580,12 +608,13 @@ def expand(cfg: SweepConfig) -> Plan:
             for method in methods:
                 cls = method_class(method)
                 params = method_params(method, preset, ds, subset, overrides)
+                img_size = run_img_size(method, preset, ds, subset, overrides)
                 choice = outlier_sources.choose(cls, method, ds, label, subset)
                 for note in choice.notes():
                     if note not in notes:
                         notes.append(note)
                 deviations = paper_deviations(method, cls, preset, ds, subset, params,
-                                              weights, choice.source, train_cap)
+                                              img_size, weights, choice.source, train_cap)
                 m_shots = shots_list if cls.uses_labeled_anomalies else [0]
                 for setting, known in cells:
                     for shots in m_shots:
@@ -601,6 +630,7 @@ def expand(cfg: SweepConfig) -> Plan:
                                      weights=weights, outliers=choice.source,
                                      outliers_fingerprint=choice.fingerprint,
                                      decoder_version=_images.DECODER_VERSION,
+                                     img_size=img_size,
                                      dataset_root=str(root), outliers_root=choice.root,
                                      outliers_excluded=choice.excluded, preset=preset,
                                      split_policy=split_policy, notes=choice.run_notes(),
@@ -746,7 +776,7 @@ def _outliers(spec: str, data_root: Path, subset: str, user: bool
 
 
 def paper_deviations(method: str, cls: type, preset: str, ds: Dataset, subset: str,
-                     params: dict, weights: str, outliers: Optional[str],
+                     params: dict, img_size: int, weights: str, outliers: Optional[str],
                      train_cap: Optional[int]) -> tuple:
     """How a run's configuration differs from the paper preset's for the same method and
     data (``bench report --compare-paper`` prints them beside the paper's numbers)."""
@@ -754,6 +784,9 @@ def paper_deviations(method: str, cls: type, preset: str, ds: Dataset, subset: s
     if preset != "paper":
         out.append(f"preset {preset}")
     paper = method_params(method, "paper", ds, subset, [])
+    paper_size = run_img_size(method, "paper", ds, subset, [])
+    if img_size != paper_size:
+        out.append(f"{IMG_SIZE}={img_size!r} (paper preset: {paper_size!r})")
     for k in sorted(params):
         if params[k] != paper.get(k):
             out.append(f"{k}={params[k]!r} (paper preset: {paper.get(k)!r})")

@@ -1,8 +1,8 @@
 """Helpers for testing methods, ours and third-party plugins': tiny in-memory data with
 large, high-contrast defects (no files, no downloads).
 
-``toy_problem`` returns a :class:`~bench.api.TrainData` and a labelled test set, so a method
-test is: build, fit, score, compute the AUC.
+``toy_problem`` returns a :class:`~bench.api.TrainData`, a :class:`~bench.api.RunContext`
+and a labelled test set, so a method test is: build, fit, score, compute the AUC.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .api import TrainData
+from .api import RunContext, TrainData
 
 TOY_CLASSES = ("bright_square", "dark_square", "bar", "ring")
 
@@ -56,6 +56,7 @@ def _add_defect(img: np.ndarray, cls: str, rng: np.random.RandomState) -> np.nda
 @dataclass
 class ToyProblem:
     train: TrainData
+    context: RunContext       # CPU unless asked, seeded with the problem's seed
     test_images: np.ndarray   # uint8 N×S×S×3
     test_labels: np.ndarray   # 0 normal, 1 anomaly
     test_classes: list[str]   # "good" or the defect class
@@ -67,7 +68,8 @@ def toy_problem(*, size: int = 32, n_normal: int = 24, shots: int = 4, n_test: i
                 device: str = "cpu") -> ToyProblem:
     """A tiny anomaly-detection problem. Labelled anomalies come from ``seen`` (default: all
     ``classes``); the test set has ``n_test`` normals and ``n_test`` anomalies of every class.
-    ``n_outliers > 0`` adds external outlier images (a different texture family)."""
+    ``n_outliers > 0`` adds external outlier images (a different texture family). The
+    problem's context trains on ``device`` with ``seed`` and no pretrained weights."""
     rng = np.random.RandomState(seed)
     seen = tuple(seen or classes)
     normal = np.stack([_normal_image(rng, size) for _ in range(n_normal)])
@@ -86,9 +88,9 @@ def toy_problem(*, size: int = 32, n_normal: int = 24, shots: int = 4, n_test: i
         outliers = np.clip(rng.uniform(0, 255, size=(n_outliers, size, size, 3)), 0,
                            255).astype(np.uint8)
     train = TrainData(normal=normal, anomalies=anomalies, anomaly_classes=anom_cls,
-                      outliers=outliers, img_size=size, device=device, seed=seed,
-                      weights="none")
-    return ToyProblem(train, np.stack(test_imgs), np.array(labels), tcls)
+                      outliers=outliers)
+    context = RunContext(device=device, seed=seed, weights="none", img_size=size)
+    return ToyProblem(train, context, np.stack(test_imgs), np.array(labels), tcls)
 
 
 def write_toy_layout(root, *, subsets=("alpha", "beta"), classes=TOY_CLASSES, size=32,

@@ -1,7 +1,7 @@
 """Fingerprints of every registered method's scores on fixed toy data at a fixed seed.
 
 Run by hand before and after a refactoring of the methods (``python
-benchmarks/method_fingerprints.py``); identical lines mean bit-identical scores on this CPU.
+benchmarks/method_fingerprints.py [PATTERN ...]``, e.g. ``'dra*'``); identical lines mean bit-identical scores on this CPU.
 Not a test: the hashes depend on the torch build and thread count.
 
 Each line: the method (and parameter profile), the sha256 of its float64 scores, and the
@@ -11,6 +11,7 @@ change a pooling over patches (MINNS pooling) give the same hash.
 from __future__ import annotations
 
 import hashlib
+import sys
 import numpy as np
 import torch
 
@@ -33,7 +34,7 @@ PROFILES = {
 
 def fingerprint(name: str, overrides: dict) -> str:
     cls = get_method_entry(name).cls
-    params = contract_params(name, overrides, SIZE)
+    params = contract_params(name, overrides)
     problem = toy_problem(size=SIZE, n_normal=10, shots=2 if cls.uses_labeled_anomalies else 0,
                           n_test=4, seed=SEED, n_outliers=6 if cls.uses_outliers else 0)
     method = create_method(name, **params)
@@ -42,13 +43,13 @@ def fingerprint(name: str, overrides: dict) -> str:
 
 
 def _fit_and_score(method, problem):
-    method.fit(problem.train)
+    method.fit(problem.train, problem.context)
     return method.score(problem.test_images)
 
 
-def main() -> None:
+def main(patterns: list[str]) -> None:
     torch.set_num_threads(1)
-    for name in list_methods():
+    for name in sorted({n for p in patterns or ["*"] for n in list_methods(p)}):
         for overrides in [{}] + PROFILES.get(name, []):
             label = name + "".join(f" {k}={v}" for k, v in overrides.items())
             try:
@@ -59,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -21,7 +21,7 @@ From the original code:
 * φ = ResNet-18 up to ``layer4`` + global average pooling → 512-d, optionally a bias-free
   linear projection to ``rep_dim`` (None = no projection). ImageNet weights replace AE
   pre-training, hence ``ae_pretrain_epochs = 0``; the AE variant uses the light decoder of
-  the MLEP module (``bench.methods.mlep.ConvDecoder``). ResNet's BatchNorm has affine terms
+  the MLEP module (``bench.methods.common.decoders.ConvDecoder``). ResNet's BatchNorm has affine terms
   (the original nets avoid biases to prevent the collapse of everything onto c); the
   pretrained start and the ε-adjusted centre are what keep it away, as the notes advise;
 * the centre pass uses the test transform (no rotation) and every training image; the
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import Method, MethodCard, TrainData
+from bench.api import Method, MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import normalize, to_float, train_transform
@@ -54,7 +54,8 @@ from .common.backbones import ResNetTrunk
 from .common.samplers import BalancedBatchSampler, EndlessPermutation
 from .common.training import (adam, fit_loop, images_to_device, make_rngs,
                               predict_in_batches, resolve_device, seed_everything)
-from .mlep import ConvDecoder
+from .common.torch_method import TorchMethod
+from .common.decoders import ConvDecoder
 
 
 class DeepSADNet(nn.Module):
@@ -84,7 +85,7 @@ def deepsad_loss(dist: torch.Tensor, is_anomaly: torch.Tensor, eta: float,
 
 
 @register_method("deepsad")
-class DeepSAD(Method):
+class DeepSAD(TorchMethod):
     """Deep SAD on ResNet-18 features: normals pulled to a centre c, labelled anomalies pushed
     away by an inverse-distance loss; score = squared distance to c."""
 
@@ -104,18 +105,18 @@ class DeepSAD(Method):
               "option), balanced 24/24 batches, rotation augmentation, Adam 2e-4 / wd 1e-6, "
               "StepLR(10, 0.1) at epoch start, 30x20 steps; centre from un-augmented images.")
     # Test-sized budget for the harness' quick preset (64 px, 2 CPU cores).
-    quick_params = {"img_size": 64, "epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+    quick_params = {"epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+    @classmethod
+    def test_params(cls) -> dict:
+        return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 12}
 
-    # img_size: the DRA default resolution; the harness resizes the data to it, and fit()
-    # works at whatever size TrainData carries.
-    def __init__(self, img_size: int = 448, epochs: int = 30, steps_per_epoch: int = 20,
+    def __init__(self, epochs: int = 30, steps_per_epoch: int = 20,
                  batch_size: int = 48, lr: float = 2e-4, weight_decay: float = 1e-6,
                  lr_step_size: int = 10, lr_gamma: float = 0.1,
                  grad_clip: Optional[float] = None, rep_dim: Optional[int] = None,
                  eta: float = 1.0, eps: float = 1e-6, eps_c: float = 0.1,
                  balanced: bool = True, ae_pretrain_epochs: int = 0, ae_lr: float = 1e-3,
                  rotate: bool = True, backbone: str = "resnet18", test_batch_size: int = 48):
-        self.img_size = img_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
@@ -168,7 +169,8 @@ class DeepSAD(Method):
                         lr_step_size=self.lr_step_size, lr_gamma=self.lr_gamma,
                         lr_placement="start", progress=progress)
 
-    def fit(self, train: TrainData) -> "DeepSAD":
+    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "DeepSAD":
+        ctx = self._context(train, ctx)
         self._check_params()
         if self.backbone not in ("resnet18", "resnet50"):
             raise ValueError(f"DeepSAD backbone={self.backbone!r} is not one of resnet18, "
@@ -176,10 +178,10 @@ class DeepSAD(Method):
         if len(train.normal) == 0:
             raise ValueError("DeepSAD needs normal training images; got none")
         self.model_ = self.c_ = None  # forget an earlier fit before anything can fail
-        seed_everything(train.seed)  # before building: projection/decoder init repeats
-        rng, gen = make_rngs(train.seed)
-        device = resolve_device(train.device)
-        model = DeepSADNet(ResNetTrunk(self.backbone, train.weights), self.rep_dim).to(device)
+        seed_everything(ctx.seed)  # before building: projection/decoder init repeats
+        rng, gen = make_rngs(ctx.seed)
+        device = resolve_device(ctx.device)
+        model = DeepSADNet(ResNetTrunk(self.backbone, ctx.weights), self.rep_dim).to(device)
 
         normal = images_to_device(train.normal, device)
         anomalies = images_to_device(train.anomalies, device)
@@ -191,7 +193,7 @@ class DeepSAD(Method):
         if self.ae_pretrain_epochs:
             self.ae_loss_history_ = self._pretrain_autoencoder(
                 model.trunk, everything, rng, gen,
-                lambda step, _total: train.progress(step, total_steps))
+                lambda step, _total: ctx.progress(step, total_steps))
 
         # Centre: one eval-mode pass over every training image, labels ignored.
         c = adjust_centre(self._centre(model, everything), self.eps_c)
@@ -221,7 +223,7 @@ class DeepSAD(Method):
         offset = self.ae_pretrain_epochs * self.steps_per_epoch
 
         def progress(step: int, _total: int) -> None:
-            train.progress(offset + step, total_steps)
+            ctx.progress(offset + step, total_steps)
 
         optimizer = adam(model.parameters(), self.lr, self.weight_decay)
         self.loss_history_ = fit_loop(step_loss, optimizer, modules=model, epochs=self.epochs,
@@ -229,6 +231,9 @@ class DeepSAD(Method):
                                       grad_clip=self.grad_clip, lr_step_size=self.lr_step_size,
                                       lr_gamma=self.lr_gamma, lr_placement="start",
                                       progress=progress)
+        self.train_steps_ = (int(self.ae_pretrain_epochs) + int(self.epochs)) * \
+            int(self.steps_per_epoch)
+        self.train_batch_size_ = int(self.batch_size)
         model.eval()
         self.model_ = model
         self.c_ = c

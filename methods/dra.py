@@ -72,8 +72,9 @@ reproducibility or generality:
    reference images at every training step (so BatchNorm still sees them, as in the code)
    and, at test time, compute their mean feature maps once in eval mode.
 
-``img_size`` (448, the released default) is the resolution the harness decodes and resizes
-the data to (square, bilinear, as the code's PIL ``Resize``); ``fit`` works at whatever size
+The run's ``img_size`` (``Method.input_size`` = 448, the released default, unless a preset
+or ``--set`` says otherwise) is the resolution the harness decodes and resizes the data to
+(square, bilinear, as the code's PIL ``Resize``); ``fit`` works at whatever size
 ``TrainData`` carries and ``score`` refuses images of another size.
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import Method, MethodCard, TrainData
+from bench.api import Method, MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import normalize, random_rotate, to_float
@@ -97,6 +98,7 @@ from .common.losses import bce_loss, binary_focal_loss, deviation_loss
 from .common.samplers import BalancedBatchSampler, EndlessPermutation
 from .common.training import (adam, fit_loop, make_rngs, resolve_device, seed_everything,
                               step_lr_factor)
+from .common.torch_method import TorchMethod
 
 HEAD_NAMES = ("seen", "pseudo", "residual", "normality")
 ABNORMALITY_HEADS = ("seen", "pseudo", "residual")   # summed in the score; normality subtracted
@@ -327,7 +329,7 @@ def batch_labels(plan: SlotPlan, n_anomaly_slots: int) -> np.ndarray:
 
 # -- the method --------------------------------------------------------------------------------
 @register_method("dra")
-class DRA(Method):
+class DRA(TorchMethod):
     """DRA with the released code's behaviour (``profile="code"``) or the paper's
     (``profile="paper"``); see the module docstring. Parameters set to None take the
     profile's value; ``effective_params_`` holds the resolved values after ``fit``.
@@ -341,7 +343,7 @@ class DRA(Method):
     * ``pseudo``: ``cutmix`` | ``cutpaste_scar`` | ``cutpaste_mix`` | ``external`` (Table 4);
       None = ``external`` when the run has outliers, else ``cutmix`` (released behaviour);
     * ``n_ref``: reference set size N_r (Fig. 3 right: 1, 5, 10); ``topk``: top-K rate;
-      ``n_scales``: pyramid levels; ``img_size``: resolution the harness resizes to;
+      ``n_scales``: pyramid levels;
     * ``epochs`` × ``steps_per_epoch`` optimiser steps on batches of ``batch_size``
       (⌊``normal_fraction``·B⌋ normal slots, released 2/3, the rest seen anomalies) plus the
       references; ``test_batch_size``: images per scoring batch (each gets its own
@@ -392,11 +394,13 @@ class DRA(Method):
                "Mix pseudo anomalies implemented from the CutPaste paper."),
     )
     quick_params = {"epochs": 2, "steps_per_epoch": 5, "batch_size": 12, "n_ref": 2}
+    @classmethod
+    def test_params(cls) -> dict:
+        return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 12, "n_ref": 2}
 
     def __init__(self, profile: str = "code", heads: str = "seen,pseudo,residual,normality",
                  loss: str = "deviation", pseudo: Optional[str] = None, n_ref: int = 5,
-                 topk: float = 0.1, n_scales: int = 2, img_size: int = 448,
-                 epochs: int = 30, steps_per_epoch: int = 20, batch_size: int = 48,
+                 topk: float = 0.1, n_scales: int = 2, epochs: int = 30, steps_per_epoch: int = 20, batch_size: int = 48,
                  test_batch_size: int = 48, backbone: str = "resnet18",
                  lr: Optional[float] = None, weight_decay: Optional[float] = None,
                  lr_schedule: Optional[str] = None, grad_clip: Optional[float] = None,
@@ -411,7 +415,6 @@ class DRA(Method):
         self.n_ref = n_ref
         self.topk = topk
         self.n_scales = n_scales
-        self.img_size = img_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
@@ -483,8 +486,8 @@ class DRA(Method):
                              f"{n_normal_slots} normal slots of batch_size={self.batch_size}; "
                              f"choose a fraction that leaves at least one normal and one "
                              f"seen-anomaly slot (released: 2/3)")
-        # The harness resizes the data to ``img_size``; the model works at the data's size.
-        img_size = int(train_img_size) if train_img_size is not None else int(self.img_size)
+        # The harness resizes the data to the run's img_size; the model works at that size.
+        img_size = int(train_img_size) if train_img_size is not None else self.input_size
         p.update(loss=self.loss, pseudo=pseudo, n_ref=int(self.n_ref), topk=float(self.topk),
                  n_scales=int(self.n_scales), img_size=img_size, epochs=int(self.epochs),
                  steps_per_epoch=int(self.steps_per_epoch), batch_size=int(self.batch_size),
@@ -526,7 +529,8 @@ class DRA(Method):
         return random_rotate(x, gen) if self.effective_params_["rotate"] else x
 
     # -- fit ---------------------------------------------------------------------------------
-    def fit(self, train: TrainData) -> "DRA":
+    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "DRA":
+        ctx = self._context(train, ctx)
         p = self.resolve_params(train.outliers is not None and len(train.outliers) > 0,
                                 train.img_size)
         if p["pseudo"] == "external" and p["pseudo_prob"] > 0 and (
@@ -542,14 +546,14 @@ class DRA(Method):
                              f"batch slots; got none for heads {p['heads']}")
         self.effective_params_ = p
         self.used_outliers_ = p["pseudo"] == "external" and p["pseudo_prob"] > 0
-        seed_everything(train.seed)
-        rng, gen = make_rngs(train.seed)
-        self.seed_ = int(train.seed)
-        self.device_ = resolve_device(train.device)
+        seed_everything(ctx.seed)
+        rng, gen = make_rngs(ctx.seed)
+        self.seed_ = int(ctx.seed)
+        self.device_ = resolve_device(ctx.device)
         dev = self.device_
 
         self.model_ = None
-        model = DRANet(tuple(heads), p["backbone"], train.weights, p["topk"], p["n_scales"],
+        model = DRANet(tuple(heads), p["backbone"], ctx.weights, p["topk"], p["n_scales"],
                        p["residual_block"], p["abs_scores"]).to(dev)
         self._normal_u8 = torch.from_numpy(np.ascontiguousarray(train.normal)).to(dev)
         self._anomalies_u8 = torch.from_numpy(np.ascontiguousarray(train.anomalies)).to(dev)
@@ -610,7 +614,9 @@ class DRA(Method):
             grad_clip=p["grad_clip"] if p["grad_clip"] > 0 else None,
             lr_step_size=LR_STEP_SIZE, lr_gamma=1.0 if schedule == "none" else LR_GAMMA,
             lr_placement="start" if schedule == "step_start" else "end",
-            progress=train.progress)
+            progress=ctx.progress)
+        self.train_steps_ = int(self.epochs) * int(self.steps_per_epoch)
+        self.train_batch_size_ = int(self.batch_size)
         self.lr_history_ = lr_history
         model.eval()
         self.model_ = model

@@ -28,7 +28,8 @@ from ..api import MethodCard
 from ..registry import register_method
 from .common.heads import TopKHead
 from .common.losses import binary_focal_loss
-from .devnet import BalancedPyramidMethod, DevNet
+from .common.balanced import BalancedPyramidMethod
+from .devnet import DevNet
 
 
 @register_method("flos")
@@ -50,14 +51,16 @@ class FLOS(BalancedPyramidMethod):
               "as devnet: fully seeded, deterministic sampler, on-device augmentation.",
     )
     quick_params = dict(DevNet.quick_params)
+    @classmethod
+    def test_params(cls) -> dict:
+        return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "n_scales": 2}
 
-    def __init__(self, img_size: int = 448, epochs: int = 50, steps_per_epoch: int = 20,
+    def __init__(self, epochs: int = 50, steps_per_epoch: int = 20,
                  batch_size: int = 48, lr: float = 2e-4, weight_decay: float = 1e-5,
                  n_scales: int = 2, topk: float = 0.1, backbone: str = "resnet18",
                  grad_clip: Optional[float] = 1.0, rotate: bool = True,
                  nonneg_logits: bool = True, focal_alpha: float = 1.0,
                  focal_gamma: float = 2.0, test_batch_size: int = 48):
-        self.img_size = img_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
@@ -73,15 +76,16 @@ class FLOS(BalancedPyramidMethod):
         self.focal_gamma = focal_gamma
         self.test_batch_size = test_batch_size
 
-    def _extra_checks(self) -> None:
+    def check_params(self) -> None:
+        super().check_params()
         if not 0 < self.topk <= 1:
             raise ValueError(f"FLOS topk={self.topk!r} must be a rate in (0, 1]")
         if self.focal_alpha <= 0 or self.focal_gamma < 0:
             raise ValueError(f"FLOS needs focal_alpha > 0 and focal_gamma ≥ 0, got "
                              f"{self.focal_alpha!r} and {self.focal_gamma!r}")
 
-    def _build_head(self, in_channels: int) -> nn.Module:
+    def build_head(self, in_channels: int) -> nn.Module:
         return TopKHead(in_channels, self.topk, absolute=bool(self.nonneg_logits))
 
-    def _loss(self, out, targets, generator):
+    def batch_loss(self, out, targets, generator):
         return binary_focal_loss(out, targets, alpha=self.focal_alpha, gamma=self.focal_gamma)

@@ -59,12 +59,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import Method, MethodCard, TrainData
+from bench.api import Method, MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import to_float
 from .common.backbones import build_torchvision
 from .common.training import predict_in_batches, resolve_device, seed_everything
+from .common.torch_method import TorchMethod
 
 # Indices in torchvision's ``vgg16().features`` of the max-pools closing blocks 2, 3, 4, 5.
 VGG16_TAPS = (9, 16, 23, 30)
@@ -172,7 +173,7 @@ def kd_terms(student: list[torch.Tensor], teacher: list[torch.Tensor], layers: t
 
 
 @register_method("kdad")
-class KDAD(Method):
+class KDAD(TorchMethod):
     """Multiresolution knowledge distillation (unsupervised): a small VGG-like cloner mimics a
     frozen ImageNet VGG16 on normal images; the discrepancy is the anomaly score."""
 
@@ -191,20 +192,28 @@ class KDAD(Method):
               "augmentation). [recon] non-MVTec datasets use the MVTec settings (128 px, "
               "lambda 0.5). Needs the ImageNet VGG16 teacher; weights=none is for tests only.")
     # Test-sized budget for the harness' quick preset (64 px, 2 CPU cores): ~a few seconds.
-    quick_params = {"img_size": 64, "epochs": 20}
+    quick_params = {"epochs": 20}
+    input_size = 128  # the released MVTec config
+    @classmethod
+    def test_params(cls) -> dict:
+        return {"epochs": 2, "batch_size": 12}
+
     # The paper preset keeps KDAD's own 128 px instead of the dataset's DRA image size.
     dataset_img_size = False
 
     def backbones(self) -> list[str]:
         return ["vgg16"]
 
-    # img_size: the resolution of the released MVTec config; the harness resizes the data to
-    # it, and fit() works at whatever size TrainData carries.
-    def __init__(self, img_size: int = 128, epochs: int = 601, batch_size: int = 64,
+    @classmethod
+    def budget_params(cls, steps: int, batch_size: Optional[int] = None) -> dict:
+        """One pass over the normal images (KDAD's epochs are passes; ``steps`` is what the
+        batch size makes of them)."""
+        return {"epochs": 1, **({"batch_size": batch_size} if batch_size else {})}
+
+    def __init__(self, epochs: int = 601, batch_size: int = 64,
                  lr: float = 1e-3, lam: float = 0.5, direction_only: bool = False,
                  cloner: str = "small", cache_teacher: bool = True,
                  test_batch_size: int = 64):
-        self.img_size = img_size
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -215,7 +224,8 @@ class KDAD(Method):
         self.test_batch_size = test_batch_size
 
     # -- contract ----------------------------------------------------------------------------
-    def fit(self, train: TrainData) -> "KDAD":
+    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "KDAD":
+        ctx = self._context(train, ctx)
         if CLONER_CONFIGS.get(self.cloner) is None:
             raise ValueError(f"unknown KDAD cloner config {self.cloner!r}; known: "
                              f"{', '.join(CLONER_CONFIGS)}")
@@ -227,15 +237,15 @@ class KDAD(Method):
             raise ValueError("KDAD needs normal training images; TrainData.normal is empty")
         # Forget any earlier fit before anything can fail half-way.
         self.teacher_ = self.model_ = None
-        device = resolve_device(train.device)
-        if train.weights == "none":
+        device = resolve_device(ctx.device)
+        if ctx.weights == "none":
             warnings.warn("KDAD with a random teacher (weights='none') distils meaningless "
                           "features: fine for tests, not a KDAD result; use the ImageNet "
                           "VGG16 weights", UserWarning, stacklevel=2)
-        seed_everything(train.seed)
-        teacher = VGGTeacher(vgg16_features(train.weights, train.seed)).to(device).eval()
+        seed_everything(ctx.seed)
+        teacher = VGGTeacher(vgg16_features(ctx.weights, ctx.seed)).to(device).eval()
         cloner = Cloner(self.cloner).to(device)
-        gen = torch.Generator().manual_seed(train.seed)
+        gen = torch.Generator().manual_seed(ctx.seed)
         opt = torch.optim.Adam(cloner.parameters(), lr=self.lr, weight_decay=0.0)
 
         images = torch.from_numpy(np.ascontiguousarray(normal))  # uint8, kept on the CPU
@@ -265,13 +275,15 @@ class KDAD(Method):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            train.progress(epoch + 1, self.epochs)
+            ctx.progress(epoch + 1, self.epochs)
 
         cloner.eval()
+        self.train_steps_ = self.epochs * -(-n // self.batch_size)
+        self.train_batch_size_ = self.batch_size
         self.device_ = device
         self.teacher_ = teacher
         self.model_ = cloner
-        self.random_teacher_ = train.weights == "none"
+        self.random_teacher_ = ctx.weights == "none"
         self.img_size_ = normal.shape[1]
         return self
 

@@ -31,7 +31,8 @@ from torch import nn
 from ..api import MethodCard
 from ..registry import register_method
 from .common.losses import bce_prob_loss
-from .devnet import BalancedPyramidMethod, DevNet
+from .common.balanced import BalancedPyramidMethod
+from .devnet import DevNet
 
 POOLINGS = ("max", "mean", "lse")
 
@@ -89,13 +90,15 @@ class MINNS(BalancedPyramidMethod):
               "MINNs' SGD recipe); score = bag probability. Seeded like devnet.",
     )
     quick_params = dict(DevNet.quick_params)
+    @classmethod
+    def test_params(cls) -> dict:
+        return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "n_scales": 2}
 
-    def __init__(self, img_size: int = 448, epochs: int = 50, steps_per_epoch: int = 20,
+    def __init__(self, epochs: int = 50, steps_per_epoch: int = 20,
                  batch_size: int = 48, lr: float = 2e-4, weight_decay: float = 1e-5,
                  n_scales: int = 2, pooling: str = "max", dropout: float = 0.5,
                  backbone: str = "resnet18", grad_clip: Optional[float] = 1.0,
                  rotate: bool = True, test_batch_size: int = 48):
-        self.img_size = img_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
@@ -109,15 +112,16 @@ class MINNS(BalancedPyramidMethod):
         self.rotate = rotate
         self.test_batch_size = test_batch_size
 
-    def _extra_checks(self) -> None:
+    def check_params(self) -> None:
+        super().check_params()
         if self.pooling not in POOLINGS:
             raise ValueError(f"MINNS pooling={self.pooling!r} is not one of "
                              f"{', '.join(POOLINGS)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"MINNS dropout={self.dropout!r} must be in [0, 1)")
 
-    def _build_head(self, in_channels: int) -> nn.Module:
+    def build_head(self, in_channels: int) -> nn.Module:
         return MINetHead(in_channels, dropout=self.dropout, pooling=self.pooling)
 
-    def _loss(self, out, targets, generator):
+    def batch_loss(self, out, targets, generator):
         return bce_prob_loss(out, targets)

@@ -38,48 +38,20 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import Method, MethodCard, TrainData
+from bench.api import MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import train_transform
 from .common.backbones import ResNetTrunk
+from .common.decoders import ConvDecoder
 from .common.samplers import BalancedBatchSampler
-from .common.training import (adam, fit_loop, images_to_device, make_rngs,
-                              predict_in_batches, resolve_device, seed_everything)
+from .common.torch_method import FitState, TorchMethod
 
 EMBEDDINGS = ("gap", "map")
-
-
-class ConvDecoder(nn.Module):
-    """Light decoder from a stride-32 feature map back to an image: per stage ×2 nearest
-    up-sampling + 3×3 conv (+ BatchNorm + ReLU except in the last stage, which outputs
-    ``out_channels`` unbounded values). ``widths`` are the hidden stage widths; with the
-    default four, five stages undo the trunk's stride 32."""
-
-    def __init__(self, in_channels: int = 512, widths: tuple[int, ...] = (256, 128, 64, 32),
-                 out_channels: int = 3):
-        super().__init__()
-        layers: list[nn.Module] = []
-        ch = in_channels
-        for w in widths:
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"),
-                       nn.Conv2d(ch, w, kernel_size=3, padding=1, bias=False),
-                       nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-            ch = w
-        layers += [nn.Upsample(scale_factor=2, mode="nearest"),
-                   nn.Conv2d(ch, out_channels, kernel_size=3, padding=1, bias=True)]
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, feat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        out = self.body(feat)
-        if out.shape[-2:] != tuple(size):  # img_size not a multiple of 32
-            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        return out
 
 
 class EncoderDecoder(nn.Module):
@@ -111,14 +83,14 @@ def reconstruction_error(model: EncoderDecoder, x: torch.Tensor) -> torch.Tensor
 
 
 @register_method("mlep")
-class MLEP(Method):
+class MLEP(TorchMethod):
     """Reconstruction network (ResNet-18 encoder + light decoder) trained on normal images with
     an embedding margin against the labelled anomalies; score = reconstruction error."""
 
     version = "1"
-    uses_common_blocks = True
     uses_labeled_anomalies = True
     uses_outliers = False
+    min_batch_size = 3  # one triplet: anchor, positive, negative
     card = MethodCard(
         paper="Liu, Luo, Lian, Gao: Margin Learning Embedded Prediction for Video Anomaly "
               "Detection with A Few Anomalies (image adaptation of the DRA paper)",
@@ -132,17 +104,17 @@ class MLEP(Method):
               "anomaly, 16 triplets per 48-image batch, DRA augmentation and schedule, "
               "score = per-image reconstruction MSE; no best-checkpoint selection.")
     # Test-sized budget for the harness' quick preset (64 px, 2 CPU cores).
-    quick_params = {"img_size": 64, "epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+    quick_params = {"epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+    @classmethod
+    def test_params(cls) -> dict:
+        return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 12}
 
-    # img_size: the DRA default resolution; the harness resizes the data to it, and fit()
-    # works at whatever size TrainData carries.
-    def __init__(self, img_size: int = 448, epochs: int = 30, steps_per_epoch: int = 20,
+    def __init__(self, epochs: int = 30, steps_per_epoch: int = 20,
                  batch_size: int = 48, lr: float = 2e-4, weight_decay: float = 1e-5,
                  lr_step_size: int = 10, lr_gamma: float = 0.1,
                  grad_clip: Optional[float] = 1.0, margin: float = 1.0,
                  margin_weight: float = 1.0, embedding: str = "gap", rotate: bool = True,
                  backbone: str = "resnet18", test_batch_size: int = 48):
-        self.img_size = img_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
@@ -158,63 +130,39 @@ class MLEP(Method):
         self.backbone = backbone
         self.test_batch_size = test_batch_size
 
-    def fit(self, train: TrainData) -> "MLEP":
-        if self.backbone not in ("resnet18", "resnet50"):
-            raise ValueError(f"MLEP backbone={self.backbone!r} is not one of resnet18, "
-                             f"resnet50")
+    def check_params(self) -> None:
+        super().check_params()
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"MLEP embedding={self.embedding!r} is not one of "
                              f"{', '.join(EMBEDDINGS)}")
-        if self.batch_size < 3:
-            raise ValueError(f"MLEP batch_size={self.batch_size!r} must be ≥ 3 (one triplet: "
-                             f"anchor, positive, negative)")
+
+    def check_data(self, train: TrainData) -> None:
         if len(train.anomalies) == 0:
             raise ValueError("MLEP's margin loss needs labelled anomalies as negatives but the "
                              "training data has none (shots = 0); run it with shots ≥ 1")
-        if len(train.normal) == 0:
-            raise ValueError("MLEP needs normal training images; got none")
-        self.model_ = None  # forget an earlier fit before anything can fail
-        seed_everything(train.seed)  # before building: the decoder's init repeats
-        rng, gen = make_rngs(train.seed)
-        device = resolve_device(train.device)
-        model = EncoderDecoder(ResNetTrunk(self.backbone, train.weights)).to(device)
+        super().check_data(train)
 
-        normal = images_to_device(train.normal, device)
-        anomalies = images_to_device(train.anomalies, device)
+    def lr_schedule(self) -> tuple[int, float]:
+        return self.lr_step_size, self.lr_gamma
+
+    def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
+        return EncoderDecoder(ResNetTrunk(self.backbone, ctx.weights))
+
+    def prepare(self, state: FitState) -> None:
         t = self.batch_size // 3  # triplets per batch (16 of 48)
-        sampler = BalancedBatchSampler(len(normal), len(anomalies), 3 * t, 2 * t, rng)
+        state.extra["sampler"] = BalancedBatchSampler(len(state.normal), len(state.anomalies),
+                                                      3 * t, 2 * t, state.rng)
 
-        def step_loss() -> torch.Tensor:
-            ni, ai = sampler.next()  # 2t normals (anchors, then positives), t negatives
-            x = train_transform(torch.cat([normal[torch.from_numpy(ni).to(device)],
-                                           anomalies[torch.from_numpy(ai).to(device)]]),
-                                gen, rotate_images=self.rotate)
-            feat = model.trunk(x)
-            recon = model.decoder(feat[:2 * t], x.shape[-2:])
-            pred = F.l1_loss(recon[:t], x[:t]) + F.l1_loss(recon[t:], x[t:2 * t])
-            emb = feat.mean(dim=(2, 3)) if self.embedding == "gap" else feat
-            return pred + self.margin_weight * margin_loss(emb[:t], emb[t:2 * t], emb[2 * t:],
-                                                           self.margin)
+    def training_step(self, state: FitState) -> torch.Tensor:
+        t = self.batch_size // 3
+        ni, ai = state.extra["sampler"].next()  # 2t normals (anchors, positives), t negatives
+        x = train_transform(state.batch(ni, ai), state.gen, rotate_images=self.rotate)
+        feat = state.model.trunk(x)
+        recon = state.model.decoder(feat[:2 * t], x.shape[-2:])
+        pred = F.l1_loss(recon[:t], x[:t]) + F.l1_loss(recon[t:], x[t:2 * t])
+        emb = feat.mean(dim=(2, 3)) if self.embedding == "gap" else feat
+        return pred + self.margin_weight * margin_loss(emb[:t], emb[t:2 * t], emb[2 * t:],
+                                                       self.margin)
 
-        optimizer = adam(model.parameters(), self.lr, self.weight_decay)
-        self.loss_history_ = fit_loop(step_loss, optimizer, modules=model, epochs=self.epochs,
-                                      steps_per_epoch=self.steps_per_epoch,
-                                      grad_clip=self.grad_clip, lr_step_size=self.lr_step_size,
-                                      lr_gamma=self.lr_gamma, lr_placement="start",
-                                      progress=train.progress)
-        model.eval()
-        self.model_ = model
-        self.device_ = device
-        self.img_size_ = train.normal.shape[1]
-        return self
-
-    def score(self, images: np.ndarray) -> np.ndarray:
-        self._check_fitted("model_")
-        self._check_image_size(images, self.img_size_)
-        model = self.model_
-        return predict_in_batches(lambda x: reconstruction_error(model, x), images,
-                                  self.test_batch_size, self.device_, modules=model)
-
-    def state_dict(self) -> dict:
-        self._check_fitted("model_")
-        return {"model": self.model_.state_dict()}
+    def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return reconstruction_error(model, x)

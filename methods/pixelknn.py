@@ -5,9 +5,11 @@ anomalies, so the harness runs it once per test set with shots 0. Cheap enough t
 the whole harness in seconds."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from bench.api import Method, MethodCard, TrainData
+from bench.api import Method, MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 
@@ -20,9 +22,9 @@ class PixelKNN(Method):
                       upstream_license="Apache-2.0",
                       notes="Not in the DRA paper; a sanity floor for new datasets.")
     quick_params = {"feature_size": 16}
+    input_size = 64  # raw pixels: a larger image only costs decoding time
 
-    def __init__(self, img_size: int = 64, feature_size: int = 16, k: int = 1):
-        self.img_size = img_size
+    def __init__(self, feature_size: int = 16, k: int = 1):
         self.feature_size = feature_size
         self.k = k
 
@@ -34,7 +36,8 @@ class PixelKNN(Method):
                             dtype=np.float32).reshape(-1) / 255.0 for im in images]
         return np.stack(feats) if feats else np.zeros((0, s * s), np.float32)
 
-    def fit(self, train: TrainData) -> "PixelKNN":
+    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "PixelKNN":
+        ctx = self._context(train, ctx)
         if self.k < 1:
             raise ValueError(f"pixelknn: k must be >= 1, got {self.k}")
         if self.feature_size < 1:

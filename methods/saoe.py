@@ -48,15 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import Method, MethodCard, TrainData
+from bench.api import MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import cutmix, normalize, random_rotate, to_float
 from .common.backbones import ResNetTrunk
 from .common.heads import image_pyramid, topk_count
 from .common.samplers import BalancedBatchSampler, EndlessPermutation
-from .common.training import (adam, fit_loop, images_to_device, make_rngs,
-                              predict_in_batches, resolve_device, seed_everything)
+from .common.torch_method import FitState, TorchMethod
 
 # Class indices, as the DRA code's labels (methods.md §1.2).
 NORMAL, SEEN, PSEUDO = 0, 1, 2
@@ -109,12 +108,12 @@ def anomaly_score(logits: torch.Tensor, score_fn: str) -> torch.Tensor:
 
 
 @register_method("saoe")
-class SAOE(Method):
+class SAOE(TorchMethod):
     """Three-class (normal / seen / CutMix pseudo anomaly) top-K MIL classifier on ResNet-18
     with outlier exposure on external images when the run provides them."""
 
     version = "1"
-    uses_common_blocks = True
+    min_batch_size = 3  # 2/3 normal slots, 1/3 labelled anomalies
     # App. B.2: outlier exposure with MVTec AD (industrial) or LAG (medical) as external data.
     outlier_policy = "exposure"
     uses_labeled_anomalies = True
@@ -133,11 +132,12 @@ class SAOE(Method):
               "batch 2x the batch when outliers are given (else CutMix pseudo anomalies only; "
               "see used_outliers_), DRA code schedule, score 1 - p(normal).")
     # Test-sized budget for the harness' quick preset (64 px, 2 CPU cores).
-    quick_params = {"img_size": 64, "epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+    quick_params = {"epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+    @classmethod
+    def test_params(cls) -> dict:
+        return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 12}
 
-    # img_size: the DRA default resolution; the harness resizes the data to it, and fit()
-    # works at whatever size TrainData carries.
-    def __init__(self, img_size: int = 448, epochs: int = 30, steps_per_epoch: int = 20,
+    def __init__(self, epochs: int = 30, steps_per_epoch: int = 20,
                  batch_size: int = 48, lr: float = 2e-4, weight_decay: float = 1e-5,
                  lr_step_size: int = 10, lr_gamma: float = 0.1,
                  grad_clip: Optional[float] = 1.0, n_scales: int = 2,
@@ -145,7 +145,6 @@ class SAOE(Method):
                  double_softmax: bool = False, oe_weight: float = 0.5,
                  oe_batch_ratio: float = 2.0, score_fn: str = "p_anomaly",
                  rotate: bool = True, backbone: str = "resnet18", test_batch_size: int = 48):
-        self.img_size = img_size
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
@@ -166,100 +165,68 @@ class SAOE(Method):
         self.backbone = backbone
         self.test_batch_size = test_batch_size
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        super().check_params()
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"SAOE aggregate={self.aggregate!r} is not one of "
                              f"{', '.join(AGGREGATES)}")
         if self.score_fn not in SCORE_FNS:
             raise ValueError(f"SAOE score_fn={self.score_fn!r} is not one of "
                              f"{', '.join(SCORE_FNS)}")
-        if self.batch_size < 3:
-            raise ValueError(f"SAOE batch_size={self.batch_size!r} must be ≥ 3 (2/3 normal "
-                             f"slots, 1/3 labelled anomalies)")
         if not 0.0 <= self.pseudo_prob <= 1.0:
             raise ValueError(f"SAOE pseudo_prob={self.pseudo_prob!r} must be in [0, 1]")
         if self.oe_weight < 0 or self.oe_batch_ratio <= 0:
             raise ValueError(f"SAOE needs oe_weight ≥ 0 and oe_batch_ratio > 0, got "
                              f"{self.oe_weight!r} and {self.oe_batch_ratio!r}")
 
-    def fit(self, train: TrainData) -> "SAOE":
-        self._check_params()
-        if self.backbone not in ("resnet18", "resnet50"):
-            raise ValueError(f"SAOE backbone={self.backbone!r} is not one of resnet18, "
-                             f"resnet50")
-        if len(train.anomalies) == 0:
-            raise ValueError("SAOE trains on labelled anomalies (class 'seen') but the training "
-                             "data has none (shots = 0); run it with shots ≥ 1")
-        if len(train.normal) == 0:
-            raise ValueError("SAOE needs normal training images; got none")
-        self.model_ = None  # forget an earlier fit before anything can fail
-        seed_everything(train.seed)  # before building: the new head's init repeats
-        rng, gen = make_rngs(train.seed)
-        device = resolve_device(train.device)
-        model = ThreeClassMILNet(ResNetTrunk(self.backbone, train.weights), self.aggregate,
-                                 self.topk_rate, self.n_scales).to(device)
+    def uses_outlier_images(self, train: TrainData) -> bool:
+        return super().uses_outlier_images(train) and self.oe_weight > 0
 
-        normal = images_to_device(train.normal, device)
-        anomalies = images_to_device(train.anomalies, device)
-        use_oe = train.outliers is not None and len(train.outliers) > 0 and self.oe_weight > 0
-        outliers = images_to_device(train.outliers, device) if use_oe else None
-        n_out = max(1, int(round(self.oe_batch_ratio * self.batch_size)))
-        out_stream = EndlessPermutation(len(outliers), rng) if use_oe else None
+    def lr_schedule(self) -> tuple[int, float]:
+        return self.lr_step_size, self.lr_gamma
+
+    def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
+        return ThreeClassMILNet(ResNetTrunk(self.backbone, ctx.weights), self.aggregate,
+                                self.topk_rate, self.n_scales)
+
+    def prepare(self, state: FitState) -> None:
+        if state.outliers is not None:  # drawn first: the stream order of the released runs
+            state.extra["outlier_stream"] = EndlessPermutation(len(state.outliers), state.rng)
         normal_slots = 2 * self.batch_size // 3  # the DRA sampler's split (32 of 48)
-        sampler = BalancedBatchSampler(len(normal), len(anomalies), self.batch_size,
-                                       normal_slots, rng)
+        state.extra["sampler"] = BalancedBatchSampler(len(state.normal), len(state.anomalies),
+                                                      self.batch_size, normal_slots, state.rng)
 
-        def augment(x01: torch.Tensor) -> torch.Tensor:
-            return normalize(random_rotate(x01, gen) if self.rotate else x01)
+    def _augment(self, x01: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return normalize(random_rotate(x01, gen) if self.rotate else x01)
 
-        def step_loss() -> torch.Tensor:
-            ni, ai = sampler.next()
-            x = to_float(torch.cat([normal[torch.from_numpy(ni).to(device)],
-                                    anomalies[torch.from_numpy(ai).to(device)]]))
-            labels = torch.full((len(ni) + len(ai),), SEEN, dtype=torch.long)
-            labels[:len(ni)] = NORMAL
-            # Each normal slot independently becomes a pseudo anomaly made from a fresh,
-            # uniformly drawn normal image (not the sampled one), as the DRA dataset does.
-            flip = torch.rand(len(ni), generator=gen) < self.pseudo_prob
-            n_pseudo = int(flip.sum())
-            if n_pseudo:
-                src = torch.from_numpy(rng.randint(0, len(normal), size=n_pseudo)).to(device)
-                pos = torch.nonzero(flip).flatten()
-                x[pos.to(device)] = cutmix(to_float(normal[src]), gen)
-                labels[pos] = PSEUDO
-            labels = labels.to(device)
-            x = augment(x)
-            if use_oe:
-                oi = torch.from_numpy(out_stream.take(n_out)).to(device)
-                x = torch.cat([x, augment(to_float(outliers[oi]))])
-            logits = model(x)
-            z_in = logits[:len(labels)]
-            loss = F.cross_entropy(F.softmax(z_in, dim=1) if self.double_softmax else z_in,
-                                   labels)
-            if use_oe:
-                loss = loss + self.oe_weight * oe_uniform_loss(logits[len(labels):])
-            return loss
+    def training_step(self, state: FitState) -> torch.Tensor:
+        device, gen, rng, normal = state.device, state.gen, state.rng, state.normal
+        ni, ai = state.extra["sampler"].next()
+        x = to_float(state.batch(ni, ai))
+        labels = torch.full((len(ni) + len(ai),), SEEN, dtype=torch.long)
+        labels[:len(ni)] = NORMAL
+        # Each normal slot independently becomes a pseudo anomaly made from a fresh,
+        # uniformly drawn normal image (not the sampled one), as the DRA dataset does.
+        flip = torch.rand(len(ni), generator=gen) < self.pseudo_prob
+        n_pseudo = int(flip.sum())
+        if n_pseudo:
+            src = torch.from_numpy(rng.randint(0, len(normal), size=n_pseudo)).to(device)
+            pos = torch.nonzero(flip).flatten()
+            x[pos.to(device)] = cutmix(to_float(normal[src]), gen)
+            labels[pos] = PSEUDO
+        labels = labels.to(device)
+        x = self._augment(x, gen)
+        use_oe = state.outliers is not None
+        if use_oe:
+            n_out = max(1, int(round(self.oe_batch_ratio * self.batch_size)))
+            oi = torch.from_numpy(state.extra["outlier_stream"].take(n_out)).to(device)
+            x = torch.cat([x, self._augment(to_float(state.outliers[oi]), gen)])
+        logits = state.model(x)
+        z_in = logits[:len(labels)]
+        loss = F.cross_entropy(F.softmax(z_in, dim=1) if self.double_softmax else z_in, labels)
+        if use_oe:
+            loss = loss + self.oe_weight * oe_uniform_loss(logits[len(labels):])
+        return loss
 
-        optimizer = adam(model.parameters(), self.lr, self.weight_decay)
-        self.loss_history_ = fit_loop(step_loss, optimizer, modules=model, epochs=self.epochs,
-                                      steps_per_epoch=self.steps_per_epoch,
-                                      grad_clip=self.grad_clip, lr_step_size=self.lr_step_size,
-                                      lr_gamma=self.lr_gamma, lr_placement="start",
-                                      progress=train.progress)
-        model.eval()
-        self.model_ = model
-        self.device_ = device
-        self.img_size_ = train.normal.shape[1]
-        self.used_outliers_ = use_oe
-        return self
-
-    def score(self, images: np.ndarray) -> np.ndarray:
-        self._check_fitted("model_")
-        self._check_image_size(images, self.img_size_)
-        model = self.model_
-        return predict_in_batches(lambda x: anomaly_score(model(x), self.score_fn), images,
-                                  self.test_batch_size, self.device_, modules=model)
-
-    def state_dict(self) -> dict:
-        self._check_fitted("model_")
-        return {"model": self.model_.state_dict()}
+    def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return anomaly_score(model(x), self.score_fn)

@@ -96,12 +96,19 @@ def build_torchvision(arch: str, weights: str) -> nn.Module:
     return model
 
 
+# The backbones a ResNet trunk can be built on: the one list every method's ``backbone``
+# parameter is checked against.
+RESNET_ARCHS = ("resnet18", "resnet50")
+
+
 class ResNetTrunk(nn.Module):
     """ResNet up to ``layer4`` (before global pooling and FC): 512 channels at stride 32
     for ResNet-18 (methods.md §0.1). The whole trunk is trainable."""
 
     def __init__(self, arch: str = "resnet18", weights: str = "none"):
         super().__init__()
+        if arch not in RESNET_ARCHS:
+            raise ValueError(f"backbone={arch!r} is not one of {', '.join(RESNET_ARCHS)}")
         m = build_torchvision(arch, weights)
         self.body = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool,
                                   m.layer1, m.layer2, m.layer3, m.layer4)

@@ -22,7 +22,7 @@ class _Base(Method):
         self.img_size = img_size
         self.sleep = sleep
 
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         time.sleep(self.sleep)
         self.mean_ = train.normal.reshape(len(train.normal), -1).mean(0)
         return self
@@ -38,12 +38,12 @@ class Good(_Base):
 
 
 class Boom(_Base):
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         raise RuntimeError("boom: this plugin always fails")
 
 
 class Crash(_Base):
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         os._exit(3)
 '''
 

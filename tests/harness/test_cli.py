@@ -31,7 +31,7 @@ def test_set_overrides_and_errors(toy_root):
     base = dict(methods=["pixelknn"], datasets=[str(toy_root)], setting="general", seeds=1)
     plan = expand(SweepConfig(**base, set=["pixelknn.k=3", "*.img_size=48"]))
     assert {s.params["k"] for s in plan.specs} == {3}
-    assert {s.params["img_size"] for s in plan.specs} == {48}
+    assert {s.img_size for s in plan.specs} == {48}
     ids = {s.run_id for s in plan.specs}
     assert ids.isdisjoint({s.run_id for s in expand(SweepConfig(**base)).specs})
     with pytest.raises(ConfigError, match="has a parameter 'nope'"):
@@ -80,7 +80,7 @@ def test_quick_preset_is_default_for_synthetic_and_paper_for_real(toy_root):
     assert effective_preset(SweepConfig()) == "quick"
     assert effective_preset(SweepConfig(datasets=[str(toy_root)])) == "paper"
     plan = expand(SweepConfig(methods=["pixelknn"], datasets=[str(toy_root)], preset="quick"))
-    assert {s.params["img_size"] for s in plan.specs} == {64} and \
+    assert {s.img_size for s in plan.specs} == {64} and \
         {s.weights for s in plan.specs} == {"none"}
 
 

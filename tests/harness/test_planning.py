@@ -29,7 +29,7 @@ def test_set_values_take_the_parameter_type(toy_root):
     assert p["weight_decay"] == 1e-5
     # a wildcard is coerced per method
     plan = expand(SweepConfig(methods=["pixelknn", "devnet"], **base, set=["*.img_size=48"]))
-    assert {s.params["img_size"] for s in plan.specs} == {48}
+    assert {s.img_size for s in plan.specs} == {48}
 
 
 @pytest.mark.parametrize("item, expected", [("dra.epochs=ten", "an integer"),

@@ -11,7 +11,7 @@ class _Toy(Method):
         self.alpha = alpha
         self.mode = mode
 
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         return self
 
     def score(self, images):
@@ -64,7 +64,7 @@ def test_bad_names_and_classes():
         NoKw.param_names()
 
     class NoScore(Method):
-        def fit(self, train):
+        def fit(self, train, ctx=None):
             return self
     register_method("zz_noscore")(NoScore)
     with pytest.raises(TypeError, match="abstract"):

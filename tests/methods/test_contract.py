@@ -5,7 +5,7 @@ import pytest
 
 from bench import registry
 from bench.api import Method, MethodCard
-from bench.contract import TINY_BUDGET, check_method, contract_params
+from bench.contract import check_method, contract_params
 from bench.registry import MethodEntry, list_methods
 
 
@@ -15,11 +15,10 @@ def test_registered_method_meets_contract(name):
     check_method(name, size=32)
 
 
-def test_contract_params_cap_the_budget():
-    p = contract_params("kdad", size=24)
-    assert p["img_size"] == 24 and p["epochs"] == TINY_BUDGET["epochs"]
-    p = contract_params("saoe", overrides={"score_fn": "msp"}, size=32)
-    assert p["batch_size"] <= TINY_BUDGET["batch_size"] and p["score_fn"] == "msp"
+def test_contract_params_are_the_declared_test_budget():
+    assert contract_params("kdad") == {"epochs": 2, "batch_size": 12}
+    p = contract_params("saoe", overrides={"score_fn": "msp"})
+    assert p == {**registry.method_class("saoe").test_params(), "score_fn": "msp"}
     with pytest.raises(AssertionError, match="unknown parameters"):
         contract_params("saoe", overrides={"nope": 1})
 
@@ -35,7 +34,7 @@ class _MeanDistance(Method):
         self.img_size = img_size
         self.noise = noise
 
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         self.mean_ = train.normal.reshape(len(train.normal), -1).mean(0)
         return self
 
@@ -45,14 +44,14 @@ class _MeanDistance(Method):
 
 
 class _Unseeded(_MeanDistance):
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         super().fit(train)
         self.mean_ = self.mean_ + np.random.default_rng().normal(size=self.mean_.shape)
         return self
 
 
 class _Remembers(_MeanDistance):
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         previous = getattr(self, "mean_", None)
         super().fit(train)
         if previous is not None:
@@ -73,14 +72,14 @@ class _WrongShape(_MeanDistance):
 
 
 class _PublicState(_MeanDistance):
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         super().fit(train)
         self.center = self.mean_
         return self
 
 
 class _ReturnsNone(_MeanDistance):
-    def fit(self, train):
+    def fit(self, train, ctx=None):
         super().fit(train)
 
 

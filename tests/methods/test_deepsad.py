@@ -12,8 +12,8 @@ from bench.registry import create_method, method_class
 from bench.testing import toy_problem
 
 # 24 steps of 24 images at 32 px: a few seconds on one CPU thread.
-BUDGET = {"img_size": 32, "epochs": 3, "steps_per_epoch": 8, "batch_size": 24}
-TINY = {"img_size": 32, "epochs": 1, "steps_per_epoch": 2, "batch_size": 6}
+BUDGET = {"epochs": 3, "steps_per_epoch": 8, "batch_size": 24}
+TINY = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 6}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_registration_and_defaults():
     cls = method_class("deepsad")
     assert cls is DeepSAD and cls.uses_labeled_anomalies and not cls.uses_outliers
     d = cls.default_params()
-    assert (d["img_size"], d["epochs"], d["steps_per_epoch"], d["batch_size"]) == \
+    assert (cls.input_size, d["epochs"], d["steps_per_epoch"], d["batch_size"]) == \
         (448, 30, 20, 48)
     assert (d["eta"], d["eps"], d["eps_c"], d["balanced"], d["ae_pretrain_epochs"]) == \
         (1.0, 1e-6, 0.1, True, 0)
@@ -79,10 +79,10 @@ def test_balanced_batches(problem, monkeypatch):
         return real(dist, is_anomaly, eta, eps)
 
     monkeypatch.setattr(deepsad_mod, "deepsad_loss", spy)
-    DeepSAD(img_size=32, epochs=1, steps_per_epoch=2, batch_size=48).fit(problem.train)
+    DeepSAD(epochs=1, steps_per_epoch=2, batch_size=48).fit(problem.train)
     assert [int(f.sum()) for f in flags] == [24, 24]
     flags.clear()
-    DeepSAD(img_size=32, epochs=1, steps_per_epoch=1, batch_size=28,
+    DeepSAD(epochs=1, steps_per_epoch=1, batch_size=28,
             balanced=False).fit(problem.train)
     assert int(flags[0].sum()) == 4  # one pass over 24 normals + 4 anomalies
     flags.clear()

@@ -17,11 +17,11 @@ from bench.methods.common.heads import topk_count
 from bench.methods.common.training import make_rngs
 
 # Smallest budget that still runs every code path (two optimiser steps at 32 px).
-TINY = {"img_size": 32, "epochs": 1, "steps_per_epoch": 2, "batch_size": 6, "n_ref": 2,
+TINY = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 6, "n_ref": 2,
         "test_batch_size": 8}
 # Learning budget: 30 steps of 16 images at 64 px (2×2 feature maps, so the top-K heads
 # localise) from random initialisation, about 15 s on one CPU thread.
-LEARN = {"img_size": 64, "epochs": 3, "steps_per_epoch": 10, "batch_size": 16}
+LEARN = {"epochs": 3, "steps_per_epoch": 10, "batch_size": 16}
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_profiles_and_single_flips():
         assert paper[k] == code[k]
     flipped = D.DRA(squared_loss=True).resolve_params()
     assert flipped["squared_loss"] is True and flipped["lr"] == 2e-4
-    assert flipped["img_size"] == 448
+    assert flipped["img_size"] == D.DRA.input_size == 448
     assert D.DRA(profile="paper", lr=5e-4).resolve_params()["lr"] == 5e-4
 
 

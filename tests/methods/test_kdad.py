@@ -35,14 +35,14 @@ def problem():
 def fitted(problem):
     calls = []
     problem.train.progress = lambda step, total: calls.append((step, total))
-    return create_method("kdad", img_size=32, **BUDGET).fit(problem.train), calls
+    return create_method("kdad", **BUDGET).fit(problem.train), calls
 
 
 def test_registration_and_defaults():
     cls = method_class("kdad")
     assert cls is KDAD and not cls.uses_labeled_anomalies and not cls.uses_outliers
     d = cls.default_params()
-    assert (d["img_size"], d["epochs"], d["batch_size"], d["lr"], d["lam"]) == \
+    assert (cls.input_size, d["epochs"], d["batch_size"], d["lr"], d["lam"]) == \
         (128, 601, 64, 1e-3, 0.5)
     assert d["cloner"] == "small" and d["direction_only"] is False
     assert "602" in cls.card.notes and "601" in cls.card.notes  # the pass-count quirk
@@ -122,7 +122,7 @@ def test_teacher_stays_frozen(problem, fitted):
 
 
 def test_cached_teacher_maps_change_nothing(problem):
-    kw = dict(img_size=32, epochs=2)
+    kw = dict(epochs=2)
     a = KDAD(**kw, cache_teacher=True).fit(problem.train).score(problem.test_images)
     b = KDAD(**kw, cache_teacher=False).fit(problem.train).score(problem.test_images)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -131,16 +131,15 @@ def test_cached_teacher_maps_change_nothing(problem):
 def test_labelled_anomalies_are_ignored(problem):
     with_anomalies = toy_problem(size=32, seed=0, shots=4).train
     train = TrainData(normal=problem.train.normal, anomalies=with_anomalies.anomalies,
-                      anomaly_classes=with_anomalies.anomaly_classes, outliers=None,
-                      img_size=32, seed=problem.train.seed)
-    a = KDAD(img_size=32, epochs=2).fit(problem.train).score(problem.test_images)
-    b = KDAD(img_size=32, epochs=2).fit(train).score(problem.test_images)
+                      anomaly_classes=with_anomalies.anomaly_classes, outliers=None)
+    a = KDAD(epochs=2).fit(problem.train).score(problem.test_images)
+    b = KDAD(epochs=2).fit(train).score(problem.test_images)
     assert np.array_equal(a, b)
 
 
 def test_random_teacher_warns(problem):
     with pytest.warns(UserWarning, match="random teacher"):
-        KDAD(img_size=32, epochs=0).fit(problem.train)
+        KDAD(epochs=0).fit(problem.train)
 
 
 def test_not_fitted_and_bad_params(problem):
@@ -162,7 +161,7 @@ def test_imagenet_teacher_offline_fails_clearly(problem, tmp_path, monkeypatch):
     problem.train.weights = "imagenet"
     try:
         with pytest.raises(WeightsUnavailable, match=weights_filename("vgg16")):
-            KDAD(img_size=32, epochs=1).fit(problem.train)
+            KDAD(epochs=1).fit(problem.train)
     finally:
         problem.train.weights = "none"
     assert weights_filename("vgg16") == "vgg16-397923af.pth"

@@ -13,7 +13,7 @@ from bench.registry import create_method, method_class
 from bench.testing import toy_problem
 
 # 15 steps of 12 images (4 triplets) at 32 px: a few seconds on one CPU thread.
-BUDGET = {"img_size": 32, "epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+BUDGET = {"epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_registration_and_defaults():
     cls = method_class("mlep")
     assert cls is MLEP and cls.uses_labeled_anomalies and not cls.uses_outliers
     d = cls.default_params()
-    assert (d["img_size"], d["epochs"], d["steps_per_epoch"], d["batch_size"]) == \
+    assert (cls.input_size, d["epochs"], d["steps_per_epoch"], d["batch_size"]) == \
         (448, 30, 20, 48)
     assert (d["lr"], d["weight_decay"], d["lr_step_size"], d["lr_gamma"]) == \
         (2e-4, 1e-5, 10, 0.1)
@@ -66,7 +66,7 @@ def test_triplet_batch_composition(problem, monkeypatch):
         return real_l1(inp, target, *a, **k)
 
     monkeypatch.setattr(F, "l1_loss", spy)
-    MLEP(img_size=32, epochs=1, steps_per_epoch=1, batch_size=48).fit(problem.train)
+    MLEP(epochs=1, steps_per_epoch=1, batch_size=48).fit(problem.train)
     assert shapes == [(16, 3, 32, 32), (16, 3, 32, 32)]
 
 
@@ -84,11 +84,11 @@ def test_mlep_learns_toy_defects(problem):
 
 
 def test_map_embedding_and_errors(problem):
-    m = MLEP(img_size=32, epochs=1, steps_per_epoch=1, batch_size=6, embedding="map")
+    m = MLEP(epochs=1, steps_per_epoch=1, batch_size=6, embedding="map")
     assert np.isfinite(m.fit(problem.train).score(problem.test_images)).all()
     with pytest.raises(NotFittedError):
         MLEP().score(problem.test_images)
     with pytest.raises(ValueError, match="embedding"):
         MLEP(embedding="cls").fit(problem.train)
     with pytest.raises(ValueError, match="shots"):
-        MLEP(img_size=32).fit(toy_problem(size=32, seed=0, shots=0).train)
+        MLEP().fit(toy_problem(size=32, seed=0, shots=0).train)

@@ -13,7 +13,7 @@ from bench.registry import create_method, method_class
 from bench.testing import toy_problem
 
 # 15 steps of 12 images at 32 px: a few seconds on one CPU thread.
-BUDGET = {"img_size": 32, "epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+BUDGET = {"epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_registration_and_defaults():
     cls = method_class("saoe")
     assert cls is SAOE and cls.uses_labeled_anomalies and cls.uses_outliers
     d = cls.default_params()
-    assert (d["img_size"], d["epochs"], d["steps_per_epoch"], d["batch_size"]) == \
+    assert (cls.input_size, d["epochs"], d["steps_per_epoch"], d["batch_size"]) == \
         (448, 30, 20, 48)
     assert (d["lr"], d["weight_decay"], d["lr_step_size"], d["lr_gamma"], d["grad_clip"]) == \
         (2e-4, 1e-5, 10, 0.1, 1.0)
@@ -83,7 +83,7 @@ def test_batches_labels_and_pseudo_anomalies(problem, monkeypatch):
         return real_ce(inp, target, *a, **k)
 
     monkeypatch.setattr(F, "cross_entropy", spy_ce)
-    m = SAOE(img_size=32, epochs=1, steps_per_epoch=1, batch_size=48)
+    m = SAOE(epochs=1, steps_per_epoch=1, batch_size=48)
     m.fit(problem.train)
     labels = seen["labels"]
     assert len(labels) == 48
@@ -128,7 +128,7 @@ def test_outlier_exposure_flattens_outlier_predictions(problem):
 
 
 def test_options_run_and_errors(problem):
-    tiny = dict(img_size=32, epochs=1, steps_per_epoch=1, batch_size=6)
+    tiny = dict(epochs=1, steps_per_epoch=1, batch_size=6)
     m = SAOE(**tiny, aggregate="gap", double_softmax=True, score_fn="msp").fit(problem.train)
     s = m.score(problem.test_images)
     assert ((s >= -1) & (s <= -1 / 3)).all()  # −max softmax of 3 classes

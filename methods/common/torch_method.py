@@ -1,0 +1,185 @@
+"""``TorchMethod``: the base of the benchmark's torch methods (and of plugins' ones).
+
+It owns what every torch method otherwise writes again: validation of the training budget
+(``epochs`` × ``steps_per_epoch`` optimiser steps on batches of ``batch_size``), seeding,
+device resolution, moving the training arrays to the device once, the fit loop (Adam with L2
+decay, StepLR placed at the start or the end of each epoch, gradient clipping, progress),
+eval-mode batched scoring, ``state_dict`` and forgetting an earlier fit. A method supplies:
+
+* ``build_model(train, ctx)``: the ``nn.Module`` (built after seeding, so its init repeats);
+* ``prepare(state)`` (optional): samplers and streams, drawn from ``state.rng``;
+* ``training_step(state)``: one step's loss (it builds its own batch);
+* ``score_batch(model, x)``: (B,) scores of a normalised float batch.
+
+Every subclass declares the budget parameters ``epochs``, ``steps_per_epoch``, ``batch_size``,
+``lr``, ``weight_decay``, ``grad_clip`` and ``test_batch_size`` in its ``__init__`` (and
+``backbone`` when it uses one), like any other parameter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.api import Method, RunContext, TrainData
+
+from .training import (adam, fit_loop, images_to_device, make_rngs, predict_in_batches,
+                       resolve_device, seed_everything)
+
+
+@dataclass
+class FitState:
+    """What one fit works with: the model, the device, the two seeded random streams and the
+    training arrays on the device (uint8 N×H×W×3; ``outliers`` None when the run has none or
+    the method does not use them). ``extra`` holds what ``prepare`` sets up."""
+
+    model: nn.Module
+    device: torch.device
+    rng: np.random.RandomState
+    gen: torch.Generator
+    normal: torch.Tensor
+    anomalies: torch.Tensor
+    outliers: Optional[torch.Tensor]
+    ctx: RunContext
+    extra: dict = field(default_factory=dict)
+
+    def batch(self, normal_idx: np.ndarray, anomaly_idx: np.ndarray) -> torch.Tensor:
+        """The uint8 batch of these normal images, then these labelled anomalies."""
+        return torch.cat([self.normal[torch.from_numpy(normal_idx).to(self.device)],
+                          self.anomalies[torch.from_numpy(anomaly_idx).to(self.device)]])
+
+
+class TorchMethod(Method):
+    """A method trained by a torch optimiser for ``epochs`` × ``steps_per_epoch`` steps.
+
+    Class attributes: ``lr_placement`` (``"end"``: StepLR stepped after each epoch, DevNet's
+    code; ``"start"``: before it, DRA's code), ``min_batch_size`` (the smallest batch the
+    step can be built from)."""
+
+    uses_common_blocks = True
+    lr_placement: ClassVar[str] = "start"
+    min_batch_size: ClassVar[int] = 1
+
+    # -- declared budget -----------------------------------------------------------------
+    @classmethod
+    def budget_params(cls, steps: int, batch_size: Optional[int] = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"epochs": 1, "steps_per_epoch": steps}
+        if batch_size:
+            out["batch_size"] = batch_size
+        return out
+
+    # -- hooks ---------------------------------------------------------------------------
+    def check_params(self) -> None:
+        """Refuse invalid parameters before anything is built (ValueError naming the value);
+        subclasses extend it with ``super().check_params()``."""
+        name = type(self).__name__
+        for p in ("epochs", "steps_per_epoch", "test_batch_size"):
+            v = getattr(self, p)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: {p} must be an integer ≥ 1, got {v!r}")
+        if not isinstance(self.batch_size, (int, np.integer)) or \
+                self.batch_size < self.min_batch_size:
+            raise ValueError(f"{name}: batch_size must be an integer ≥ {self.min_batch_size}, "
+                             f"got {self.batch_size!r}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"{name}: need lr > 0 and weight_decay ≥ 0, got lr={self.lr!r}, "
+                             f"weight_decay={self.weight_decay!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"{name}: grad_clip must be > 0 or None, got {self.grad_clip!r}")
+
+    def check_data(self, train: TrainData) -> None:
+        """Refuse training data the method cannot learn from."""
+        name = type(self).__name__
+        if len(train.normal) == 0:
+            raise ValueError(f"{name} needs normal training images; got none")
+        if self.uses_labeled_anomalies and len(train.anomalies) == 0:
+            raise ValueError(f"{name} trains on labelled anomalies but the training data has "
+                             f"none (shots = 0); run it with shots ≥ 1")
+
+    def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_model")
+
+    def prepare(self, state: FitState) -> None:
+        """Set up samplers and streams in ``state.extra`` (draws from ``state.rng``)."""
+
+    def training_step(self, state: FitState) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement training_step")
+
+    def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement score_batch")
+
+    def uses_outlier_images(self, train: TrainData) -> bool:
+        """Whether this fit trains on ``train.outliers`` (recorded as ``used_outliers_``)."""
+        return self.uses_outliers and train.outliers is not None and len(train.outliers) > 0
+
+    def lr_schedule(self) -> tuple[int, float]:
+        """StepLR's (step_size, gamma); both released codes use (10, 0.1)."""
+        return 10, 0.1
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return adam(model.parameters(), self.lr, self.weight_decay)
+
+    def after_training(self, state: FitState) -> None:
+        """Learned state beyond the model (e.g. a centre), computed after the loop."""
+
+    # -- the contract --------------------------------------------------------------------
+    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "TorchMethod":
+        ctx = self._context(train, ctx)
+        self.model_ = None  # forget an earlier fit before anything can fail
+        self.check_params()
+        self.check_data(train)
+        # Seed the global RNGs before building the model so the new layers' init repeats.
+        seed_everything(ctx.seed, deterministic=ctx.deterministic)
+        rng, gen = make_rngs(ctx.seed)
+        device = resolve_device(ctx.device)
+        model = self.build_model(train, ctx).to(device)
+        use_outliers = self.uses_outlier_images(train)
+        state = FitState(model, device, rng, gen, images_to_device(train.normal, device),
+                         images_to_device(train.anomalies, device),
+                         images_to_device(train.outliers, device) if use_outliers else None,
+                         ctx)
+        self.prepare(state)
+        step_size, gamma = self.lr_schedule()
+        self.loss_history_ = self.run_fit_loop(state, self.optimizer(model), step_size, gamma)
+        self.train_batch_size_ = int(self.batch_size)
+        self.after_training(state)
+        model.eval()
+        self.model_ = model
+        self.ctx_ = ctx
+        self.device_ = device
+        self.img_size_ = train.img_size
+        if self.uses_outliers:
+            self.used_outliers_ = use_outliers
+        return self
+
+    def run_fit_loop(self, state: FitState, optimizer: torch.optim.Optimizer, step_size: int,
+                     gamma: float, *, epochs: Optional[int] = None,
+                     progress_offset: int = 0, progress_total: Optional[int] = None
+                     ) -> list[float]:
+        """``epochs`` (default: the parameter) × ``steps_per_epoch`` steps of
+        ``training_step``; progress reported from ``progress_offset`` of ``progress_total``
+        (a method with a pre-training phase counts both)."""
+        epochs = self.epochs if epochs is None else epochs
+        total = progress_total or epochs * self.steps_per_epoch
+        self.train_steps_ = getattr(self, "train_steps_", 0) if progress_offset else 0
+        self.train_steps_ += epochs * self.steps_per_epoch
+        progress = state.ctx.progress
+        return fit_loop(lambda: self.training_step(state), optimizer, modules=state.model,
+                        epochs=epochs, steps_per_epoch=self.steps_per_epoch,
+                        grad_clip=self.grad_clip, lr_step_size=step_size, lr_gamma=gamma,
+                        lr_placement=self.lr_placement,
+                        progress=lambda step, _n: progress(progress_offset + step, total))
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        self._check_fitted("model_")
+        self._check_image_size(images, self.img_size_)
+        model = self.model_
+        return predict_in_batches(lambda x: self.score_batch(model, x), images,
+                                  self.test_batch_size, self.device_, modules=model)
+
+    def state_dict(self) -> dict:
+        self._check_fitted("model_")
+        return {"model": self.model_.state_dict()}
