@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "deprecated name (default: print only)")
     pf.set_defaults(func=cmd_perf)
 
+    add_check_method_parser(sub)
+
     from .datasets.commands import add_data_parser
 
     add_data_parser(sub)
@@ -599,6 +601,42 @@ def cmd_perf(args) -> int:
         os.replace(tmp, path)
         print(f"figures written to {path}")
     return 1 if any("error" in r for r in rows) else 0
+
+
+# -- check-method -------------------------------------------------------------------------------
+def add_check_method_parser(sub) -> None:
+    cm = sub.add_parser("check-method", help="run the named contract checks on a method",
+                        description="Fit the method on tiny toy data with its declared "
+                                    "test_params() and print every contract check (see "
+                                    "bench/contract.py) as PASS or FAIL with the reason; "
+                                    "exit 1 if any fails.")
+    cm.add_argument("target", nargs="?", default=None, metavar="NAME|module:Class",
+                    help="a registered method name, or module:Class of a Method subclass")
+    cm.add_argument("--all", action="store_true",
+                    help="check every registered method")
+    cm.set_defaults(func=cmd_check_method)
+
+
+def cmd_check_method(args) -> int:
+    from .contract import check_method
+    from .plan import ConfigError
+    from .registry import list_methods
+
+    if bool(args.all) == bool(args.target):
+        raise ConfigError("check-method: give one method NAME (or module:Class), or --all")
+    targets = list_methods() if args.all else [args.target]
+    failed = 0
+    for target in targets:
+        try:
+            results = list(check_method(target))
+        except ValueError as exc:  # an unknown name or an unimportable module:Class
+            raise ConfigError(str(exc)) from None
+        for name, result in results:
+            print(f"{'PASS' if result.passed else 'FAIL'} {target} {name}"
+                  + ("" if result.passed else f": {result.reason}"), flush=True)
+        failed += sum(not r.passed for _, r in results)
+    print(f"{failed} check(s) failed" if failed else "all checks passed")
+    return 1 if failed else 0
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import inspect
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable, Optional
@@ -202,3 +204,57 @@ def get_dataset(name: str, *, folders_ok: bool = True):
                             f"{', '.join(sorted(_DATASETS))} (see `bench list datasets`)"
                             f"{hint}")
     return _DATASETS[name].cls()
+
+
+# -- method cards → docs/methods.md --------------------------------------------------------------
+def method_cards_markdown() -> str:
+    """``docs/methods.md``: one section per registered method, written from its
+    :class:`~bench.api.MethodCard` (the one home of a method's provenance) and its declared
+    properties; variants are listed under the method they vary. A test checks that the
+    committed file equals this text (regenerate with ``python -m bench.registry``)."""
+    entries = [e for e in map(get_method_entry, list_methods())
+               if e.cls.__module__.startswith("bench.methods.")]  # builtins, not plugins
+    variants: dict[str, list[MethodEntry]] = {}
+    for e in entries:
+        if e.variant_of:
+            variants.setdefault(e.variant_of, []).append(e)
+    lines = ["# Methods", "",
+             "Generated from each method's `MethodCard` and declared properties by "
+             "`bench.registry.method_cards_markdown()`; edit the cards, then run "
+             "`python -m bench.registry > docs/methods.md`.", "",
+             "| method | venue | input size | labelled anomalies | outliers | variants |",
+             "|---|---|---|---|---|---|"]
+    for e in entries:
+        if e.variant_of:
+            continue
+        c = e.cls
+        lines.append(f"| [`{e.name}`](#{e.name}) | {c.card.venue} | {c.input_size} | "
+                     f"{'yes' if c.uses_labeled_anomalies else 'no'} | "
+                     f"{c.outlier_policy if c.uses_outliers else '-'} | "
+                     f"{', '.join(v.name for v in variants.get(e.name, [])) or '-'} |")
+    for e in entries:
+        if e.variant_of:
+            continue
+        c, card = e.cls, e.cls.card
+        lines += ["", f"## {e.name}", "", f"**Paper:** {card.paper}"
+                  + (f" ({card.venue})" if card.venue else "") + "  ",
+                  f"**Upstream code:** {card.upstream or 'none'}  ",
+                  f"**Upstream licence:** {card.upstream_license or 'not stated'}  ",
+                  f"**Class:** `{c.__module__}.{c.__name__}`, version {c.full_version()}, "
+                  f"input size {c.input_size} px"
+                  + ("" if c.dataset_img_size else " (also under the paper preset)") + "  ",
+                  f"**Test budget:** `{c.test_params()}`; **quick preset:** "
+                  f"`{dict(c.quick_params)}`", "", card.notes]
+        for v in variants.get(e.name, []):
+            lines += ["", f"- `{v.name}`: `{e.name}` with `{v.defaults}`"]
+        module_doc = inspect.getdoc(sys.modules[c.__module__]) or ""
+        if module_doc:  # the method's technical description and its [recon] choices
+            lines += ["", "<details><summary>Implementation notes (module docstring)"
+                          "</summary>", "", "```text", module_doc, "```", "", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # run as a script this module is a copy; use the real registry
+    from bench.registry import method_cards_markdown as _cards
+
+    print(_cards(), end="")

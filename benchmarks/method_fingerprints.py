@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import torch
 
-from bench.contract import contract_params
+from bench.contract import MethodUnderTest
 from bench.registry import create_method, get_method_entry, list_methods
 from bench.testing import toy_problem
 
@@ -24,6 +24,10 @@ SEED = 3
 
 # Parameter profiles beyond each method's defaults: the options that switch code paths.
 PROFILES = {
+    "deepsad": [{"balanced": False}, {"ae_pretrain_epochs": 1}, {"rep_dim": 8}],
+    "kdad": [{"cache_teacher": False}, {"direction_only": True}],
+    "saoe": [{"aggregate": "gap", "score_fn": "msp"}, {"double_softmax": True}],
+    "mlep": [{"embedding": "map"}],
     "devnet": [{"criterion": "bce"}, {"criterion": "focal"}],
     "flos": [{"nonneg_logits": False}],
     "minns": [{"pooling": "mean"}, {"pooling": "lse"}],
@@ -34,7 +38,7 @@ PROFILES = {
 
 def fingerprint(name: str, overrides: dict) -> str:
     cls = get_method_entry(name).cls
-    params = contract_params(name, overrides)
+    params = MethodUnderTest(name, overrides).params  # test_params() + overrides
     problem = toy_problem(size=SIZE, n_normal=10, shots=2 if cls.uses_labeled_anomalies else 0,
                           n_test=4, seed=SEED, n_outliers=6 if cls.uses_outliers else 0)
     method = create_method(name, **params)

@@ -1,8 +1,8 @@
 """Deep SAD — Deep Semi-supervised Anomaly Detection (Ruff et al., ICLR 2020), image version of
 the DRA paper's appendix baseline (methods.md §6).
 
-Provenance: the method and its training rules follow the notes on the authors' code
-(``lukasruff/Deep-SAD-PyTorch``, MIT licence) — no code copied; the adaptation to DRA's
+Provenance (paper, upstream code, licence): the class's ``card``, shown in docs/methods.md.
+The training rules follow the authors' code; the adaptation to DRA's
 setting was not released and is [recon]:
 
 From the original code:
@@ -46,16 +46,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import Method, MethodCard, RunContext, TrainData
+from bench.api import MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import normalize, to_float, train_transform
 from .common.backbones import ResNetTrunk
-from .common.samplers import BalancedBatchSampler, EndlessPermutation
-from .common.training import (adam, fit_loop, images_to_device, make_rngs,
-                              predict_in_batches, resolve_device, seed_everything)
-from .common.torch_method import TorchMethod
 from .common.decoders import ConvDecoder
+from .common.samplers import BalancedBatchSampler, EndlessPermutation
+from .common.torch_method import FitState, TorchMethod
+from .common.training import adam, fit_loop
 
 
 class DeepSADNet(nn.Module):
@@ -90,9 +89,9 @@ class DeepSAD(TorchMethod):
     away by an inverse-distance loss; score = squared distance to c."""
 
     version = "1"
-    uses_common_blocks = True
     uses_labeled_anomalies = True
     uses_outliers = False
+    min_batch_size = 2
     card = MethodCard(
         paper="Ruff, Vandermeulen, Görnitz, Binder, Müller, Müller, Kloft: Deep "
               "Semi-Supervised Anomaly Detection",
@@ -136,18 +135,21 @@ class DeepSAD(TorchMethod):
         self.backbone = backbone
         self.test_batch_size = test_batch_size
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        super().check_params()
         if self.rep_dim is not None and self.rep_dim < 1:
             raise ValueError(f"DeepSAD rep_dim={self.rep_dim!r} must be ≥ 1 or None (no "
                              f"projection)")
-        if self.batch_size < 2:
-            raise ValueError(f"DeepSAD batch_size={self.batch_size!r} must be ≥ 2")
         if self.ae_pretrain_epochs < 0:
             raise ValueError(f"DeepSAD ae_pretrain_epochs={self.ae_pretrain_epochs!r} must be "
                              f"≥ 0")
         if self.eta <= 0 or self.eps <= 0 or self.eps_c < 0:
             raise ValueError(f"DeepSAD needs eta > 0, eps > 0, eps_c ≥ 0; got eta={self.eta!r}"
                              f", eps={self.eps!r}, eps_c={self.eps_c!r}")
+
+    def check_data(self, train: TrainData) -> None:
+        if len(train.normal) == 0:  # without labelled anomalies it is Deep SVDD
+            raise ValueError("DeepSAD needs normal training images; got none")
 
     def _pretrain_autoencoder(self, trunk: nn.Module, images: torch.Tensor,
                               rng: np.random.RandomState, gen: torch.Generator,
@@ -169,77 +171,50 @@ class DeepSAD(TorchMethod):
                         lr_step_size=self.lr_step_size, lr_gamma=self.lr_gamma,
                         lr_placement="start", progress=progress)
 
-    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "DeepSAD":
-        ctx = self._context(train, ctx)
-        self._check_params()
-        if self.backbone not in ("resnet18", "resnet50"):
-            raise ValueError(f"DeepSAD backbone={self.backbone!r} is not one of resnet18, "
-                             f"resnet50")
-        if len(train.normal) == 0:
-            raise ValueError("DeepSAD needs normal training images; got none")
-        self.model_ = self.c_ = None  # forget an earlier fit before anything can fail
-        seed_everything(ctx.seed)  # before building: projection/decoder init repeats
-        rng, gen = make_rngs(ctx.seed)
-        device = resolve_device(ctx.device)
-        model = DeepSADNet(ResNetTrunk(self.backbone, ctx.weights), self.rep_dim).to(device)
+    def lr_schedule(self) -> tuple[int, float]:
+        return self.lr_step_size, self.lr_gamma
 
-        normal = images_to_device(train.normal, device)
-        anomalies = images_to_device(train.anomalies, device)
-        everything = torch.cat([normal, anomalies])
-        n_norm, n_anom = len(normal), len(anomalies)
-        total_steps = (self.ae_pretrain_epochs + self.epochs) * self.steps_per_epoch
+    def planned_steps(self) -> int:
+        return (self.ae_pretrain_epochs + self.epochs) * self.steps_per_epoch
 
+    def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
+        self.c_ = None
+        return DeepSADNet(ResNetTrunk(self.backbone, ctx.weights), self.rep_dim)
+
+    def prepare(self, state: FitState) -> None:
+        everything = torch.cat([state.normal, state.anomalies])
+        n_norm, n_anom, device = len(state.normal), len(state.anomalies), state.device
+        state.extra["everything"] = everything
         self.ae_loss_history_ = []
         if self.ae_pretrain_epochs:
+            total = self.planned_steps()
             self.ae_loss_history_ = self._pretrain_autoencoder(
-                model.trunk, everything, rng, gen,
-                lambda step, _total: ctx.progress(step, total_steps))
-
+                state.model.trunk, everything, state.rng, state.gen,
+                lambda step, _total: state.ctx.progress(step, total))
         # Centre: one eval-mode pass over every training image, labels ignored.
-        c = adjust_centre(self._centre(model, everything), self.eps_c)
-
+        self.c_ = adjust_centre(self._centre(state.model, everything), self.eps_c)
         if self.balanced and n_anom:
             normal_slots = self.batch_size // 2  # DevNet/DRA-style 24/24
-            sampler = BalancedBatchSampler(n_norm, n_anom, self.batch_size, normal_slots, rng)
+            sampler = BalancedBatchSampler(n_norm, n_anom, self.batch_size, normal_slots,
+                                           state.rng)
 
             def draw() -> tuple[torch.Tensor, torch.Tensor]:
                 ni, ai = sampler.next()
                 idx = torch.from_numpy(np.concatenate([ni, n_norm + ai])).to(device)
-                flags = torch.arange(len(idx), device=device) >= len(ni)
-                return idx, flags
+                return idx, torch.arange(len(idx), device=device) >= len(ni)
         else:
-            stream = EndlessPermutation(n_norm + n_anom, rng)
+            stream = EndlessPermutation(n_norm + n_anom, state.rng)
 
             def draw() -> tuple[torch.Tensor, torch.Tensor]:
                 idx = torch.from_numpy(stream.take(self.batch_size)).to(device)
                 return idx, idx >= n_norm
+        state.extra["draw"] = draw
 
-        def step_loss() -> torch.Tensor:
-            idx, is_anom = draw()
-            x = train_transform(everything[idx], gen, rotate_images=self.rotate)
-            dist = (model(x) - c).pow(2).sum(dim=1)
-            return deepsad_loss(dist, is_anom, self.eta, self.eps)
-
-        offset = self.ae_pretrain_epochs * self.steps_per_epoch
-
-        def progress(step: int, _total: int) -> None:
-            ctx.progress(offset + step, total_steps)
-
-        optimizer = adam(model.parameters(), self.lr, self.weight_decay)
-        self.loss_history_ = fit_loop(step_loss, optimizer, modules=model, epochs=self.epochs,
-                                      steps_per_epoch=self.steps_per_epoch,
-                                      grad_clip=self.grad_clip, lr_step_size=self.lr_step_size,
-                                      lr_gamma=self.lr_gamma, lr_placement="start",
-                                      progress=progress)
-        self.train_steps_ = (int(self.ae_pretrain_epochs) + int(self.epochs)) * \
-            int(self.steps_per_epoch)
-        self.train_batch_size_ = int(self.batch_size)
-        model.eval()
-        self.model_ = model
-        self.c_ = c
-        self.device_ = device
-        self.img_size_ = train.normal.shape[1]
-        return self
+    def training_step(self, state: FitState) -> torch.Tensor:
+        idx, is_anom = state.extra["draw"]()
+        x = train_transform(state.extra["everything"][idx], state.gen, rotate_images=self.rotate)
+        dist = (state.model(x) - self.c_).pow(2).sum(dim=1)
+        return deepsad_loss(dist, is_anom, self.eta, self.eps)
 
     def _centre(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Mean representation of the (un-augmented) ``images`` with ``model`` in eval mode."""
@@ -255,13 +230,8 @@ class DeepSAD(TorchMethod):
         model.train(was)
         return total / n
 
-    def score(self, images: np.ndarray) -> np.ndarray:
-        self._check_fitted("model_", "c_")
-        self._check_image_size(images, self.img_size_)
-        model, c = self.model_, self.c_
-        return predict_in_batches(lambda x: (model(x) - c).pow(2).sum(dim=1), images,
-                                  self.test_batch_size, self.device_, modules=model)
+    def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return (model(x) - self.c_).pow(2).sum(dim=1)
 
     def state_dict(self) -> dict:
-        self._check_fitted("model_", "c_")
-        return {"model": self.model_.state_dict(), "c": self.c_.detach().cpu()}
+        return {**super().state_dict(), "c": self.c_.detach().cpu()}

@@ -1,10 +1,7 @@
 """DevNet, image version (methods.md §2), on the pipeline it shares with FLOS and MINNS
 (``methods/common/balanced.py``).
 
-Provenance: Pang, Shen & van den Hengel, "Deep Anomaly Detection with Deviation Networks",
-KDD 2019; the image version used by the DRA paper is the DRA authors' code
-``mala-lab/deviation-network-image`` (training code unchanged since commit 75d9f6d). This is
-an implementation from the reference notes, no upstream code copied.
+Provenance (paper, upstream code, licence): the class's ``card``, shown in docs/methods.md.
 
 Pipeline (as the released code): ResNet-18 up to layer4 (whole trunk fine-tuned) → plain
 top-K head (1×1 conv, |·|, mean of the top 10 % patches) → mean over a 2-scale

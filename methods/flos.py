@@ -1,10 +1,8 @@
 """FLOS: DevNet trained with the binary focal loss (methods.md §3).
 
-Provenance: the DRA paper's FLOS baseline is "taken from [DevNet], which replaces the loss
-function of DevNet with the focal loss" — i.e. the DevNet image code
-(``mala-lab/deviation-network-image``) run with ``--criterion focal``. The focal loss is Lin
-et al., "Focal Loss for Dense Object Detection", ICCV 2017. Implemented from the reference
-notes; no upstream code copied.
+The DRA paper's FLOS baseline is "taken from [DevNet], which replaces the loss function of
+DevNet with the focal loss": the DevNet image code run with ``--criterion focal``.
+Provenance (paper, upstream code, licence): the class's ``card``, shown in docs/methods.md.
 
 Everything except the loss is DevNet's pipeline (:mod:`bench.methods.devnet`): ResNet-18
 layer4 → top-K head → 2-scale pyramid mean, 24/24 batches, Adam 2e-4 / 1e-5, StepLR(10, 0.1)

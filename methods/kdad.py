@@ -1,8 +1,8 @@
 """KDAD — Multiresolution Knowledge Distillation for Anomaly Detection (Salehi et al., CVPR 2021),
 the unsupervised baseline of the DRA paper (methods.md §8).
 
-Provenance: re-implemented from the reference notes on the authors' released code
-(``rohban-lab/Knowledge_Distillation_AD``); no code was copied. What the released code does
+Provenance (paper, upstream code, licence): the class's ``card``, shown in docs/methods.md.
+What the released code does
 and this module reproduces:
 
 * source (teacher) = torchvision VGG16 ``features`` with ImageNet weights, frozen and in eval

@@ -1,10 +1,9 @@
 """MINNS: a deep multiple-instance network on DevNet's pipeline (methods.md §7) [recon].
 
-Provenance: the DRA paper's MINNS baseline is "a deep multiple instance classification model,
-implemented based on [DevNet]"; no code for it was released, so this is a reconstruction.
-The MIL network follows mi-Net of Wang, Yan, Tang, Bai, Liu, "Revisiting Multiple Instance
-Neural Networks", Pattern Recognition 2018 (Keras code ``yanyongluan/MINNs``), moved onto
-DevNet's image pipeline. Implemented from the reference notes; no upstream code copied.
+The DRA paper's MINNS baseline is "a deep multiple instance classification model,
+implemented based on [DevNet]"; no code for it was released, so this is a reconstruction
+(mi-Net on DevNet's image pipeline). Provenance (paper, upstream code, licence): the
+class's ``card``, shown in docs/methods.md.
 
 Reconstruction choices [recon], all configurable where it is cheap:
 * bag = one image; instances = the h×w patch vectors of the ResNet-18 layer4 map;

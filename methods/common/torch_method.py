@@ -155,23 +155,24 @@ class TorchMethod(Method):
             self.used_outliers_ = use_outliers
         return self
 
+    def planned_steps(self) -> int:
+        """Optimiser steps of one fit, for progress (a method with a pre-training phase
+        adds its steps)."""
+        return self.epochs * self.steps_per_epoch
+
     def run_fit_loop(self, state: FitState, optimizer: torch.optim.Optimizer, step_size: int,
-                     gamma: float, *, epochs: Optional[int] = None,
-                     progress_offset: int = 0, progress_total: Optional[int] = None
-                     ) -> list[float]:
-        """``epochs`` (default: the parameter) × ``steps_per_epoch`` steps of
-        ``training_step``; progress reported from ``progress_offset`` of ``progress_total``
-        (a method with a pre-training phase counts both)."""
-        epochs = self.epochs if epochs is None else epochs
-        total = progress_total or epochs * self.steps_per_epoch
-        self.train_steps_ = getattr(self, "train_steps_", 0) if progress_offset else 0
-        self.train_steps_ += epochs * self.steps_per_epoch
+                     gamma: float) -> list[float]:
+        """``epochs`` × ``steps_per_epoch`` steps of ``training_step``; progress counts on
+        from the steps that come before (``planned_steps``)."""
+        total = self.planned_steps()
+        offset = total - self.epochs * self.steps_per_epoch
         progress = state.ctx.progress
+        self.train_steps_ = total
         return fit_loop(lambda: self.training_step(state), optimizer, modules=state.model,
-                        epochs=epochs, steps_per_epoch=self.steps_per_epoch,
+                        epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
                         grad_clip=self.grad_clip, lr_step_size=step_size, lr_gamma=gamma,
                         lr_placement=self.lr_placement,
-                        progress=lambda step, _n: progress(progress_offset + step, total))
+                        progress=lambda step, _n: progress(offset + step, total))
 
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_")

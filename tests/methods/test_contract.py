@@ -5,22 +5,23 @@ import pytest
 
 from bench import registry
 from bench.api import Method, MethodCard
-from bench.contract import check_method, contract_params
+from bench.contract import (CHECKS, MethodUnderTest, assert_contract, check_method,
+                            parametrize_with_checks)
 from bench.registry import MethodEntry, list_methods
 
 
-@pytest.mark.parametrize("name", list_methods())
 @pytest.mark.filterwarnings("ignore:KDAD with a random teacher")  # expected with weights none
-def test_registered_method_meets_contract(name):
-    check_method(name, size=32)
+@parametrize_with_checks()
+def test_registered_method_meets_contract(method, check):
+    check(method)
 
 
 def test_contract_params_are_the_declared_test_budget():
-    assert contract_params("kdad") == {"epochs": 2, "batch_size": 12}
-    p = contract_params("saoe", overrides={"score_fn": "msp"})
-    assert p == {**registry.method_class("saoe").test_params(), "score_fn": "msp"}
+    assert MethodUnderTest("kdad").params == {"epochs": 2, "batch_size": 12}
+    m = MethodUnderTest("saoe", overrides={"score_fn": "msp"})
+    assert m.params == {**registry.method_class("saoe").test_params(), "score_fn": "msp"}
     with pytest.raises(AssertionError, match="unknown parameters"):
-        contract_params("saoe", overrides={"nope": 1})
+        MethodUnderTest("saoe", overrides={"nope": 1}).params
 
 
 # -- the suite catches broken plugins --------------------------------------------------------
@@ -83,28 +84,56 @@ class _ReturnsNone(_MeanDistance):
         super().fit(train)
 
 
+class _BadSize(_MeanDistance):
+    input_size = 0
+
+
 class _BadParams(_MeanDistance):
     def __init__(self, img_size: int = 32, noise: float = 0.0):
         super().__init__(img_size, noise)
         self.img_size = (img_size,)  # stored differently from what was passed
 
 
-@pytest.mark.parametrize("cls, message", [
-    (_MeanDistance, None),
-    (_Unseeded, "same seed give different scores"),
-    (_Remembers, "forget earlier fits"),
-    (_NoNotFitted, "NotFittedError"),
-    (_WrongShape, "shape"),
-    (_PublicState, "must end in '_'"),
-    (_ReturnsNone, "return self"),
-    (_BadParams, "store every parameter unchanged"),
+@pytest.mark.parametrize("cls, failing, message", [
+    (_MeanDistance, None, None),
+    (_Unseeded, "deterministic", "same seed give different scores"),
+    (_Remembers, "refit_resets", "forget earlier fits"),
+    (_NoNotFitted, "score_before_fit", "NotFittedError"),
+    (_WrongShape, "score_output", "shape"),
+    (_PublicState, "fit_rules", "must end in '_'"),
+    (_ReturnsNone, "fit_rules", "return self"),
+    (_BadParams, "params_round_trip", "store every parameter unchanged"),
+    (_BadSize, "declared_properties", "input_size"),
 ])
-def test_contract_catches(cls, message, monkeypatch):
+def test_contract_catches_naming_the_check(cls, failing, message, monkeypatch):
     name = "contract_probe"
     list_methods()  # load the builtin plugins first, so the probe is an extra entry
     monkeypatch.setitem(registry._METHODS, name, MethodEntry(name, cls))
-    if message is None:
-        check_method(name)
-    else:
-        with pytest.raises(AssertionError, match=message):
-            check_method(name)
+    results = dict(check_method(name))
+    assert list(results) == [c.__name__.removeprefix("check_") for c in CHECKS]
+    if failing is None:
+        assert all(r.passed for r in results.values()), results
+        assert_contract(name)
+        assert_contract(cls)  # a class, unregistered, works the same
+        return
+    assert not results[failing].passed and message in results[failing].reason
+    with pytest.raises(AssertionError, match=failing):
+        assert_contract(name)
+
+
+def test_every_check_states_its_rule():
+    for check in CHECKS:
+        assert check.__name__.startswith("check_") and len(check.__doc__ or "") > 40
+
+
+def test_check_method_cli(capsys, monkeypatch):
+    from bench.cli import main
+
+    assert main(["check-method", f"{__name__}:_MeanDistance"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "all checks passed" in out
+    assert main(["check-method", f"{__name__}:_Remembers"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "refit_resets" in out and "forget earlier fits" in out
+    assert main(["check-method", "nosuch.module:Thing"]) == 2
+    assert main(["check-method"]) == 2

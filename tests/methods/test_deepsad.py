@@ -1,5 +1,6 @@
 """Deep SAD (methods.md §6): the ε-adjusted centre over the whole training set, the
 semi-supervised loss, balanced batches, autoencoder pre-training, and toy-size training."""
+from dataclasses import replace
 import numpy as np
 import pytest
 import torch
@@ -103,8 +104,8 @@ def test_deepsad_learns_toy_defects(problem):
 
 def test_options_and_errors(problem):
     calls = []
-    problem.train.progress = lambda step, total: calls.append((step, total))
-    m = DeepSAD(**TINY, rep_dim=16, ae_pretrain_epochs=1).fit(problem.train)
+    ctx = replace(problem.context, progress=lambda step, total: calls.append((step, total)))
+    m = DeepSAD(**TINY, rep_dim=16, ae_pretrain_epochs=1).fit(problem.train, ctx)
     assert m.c_.shape == (16,) and len(m.ae_loss_history_) == 1
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # pre-training, then Deep SAD steps
     assert np.isfinite(m.score(problem.test_images)).all()

@@ -45,9 +45,3 @@ def test_flos_shares_devnet_pipeline_and_card(problem):
     m = FLOS(epochs=1, steps_per_epoch=2, batch_size=4).fit(problem.train)
     assert set(m.state_dict()) == {"model"}
     assert isinstance(m.model_.head.conv, torch.nn.Conv2d) and m.model_.head.absolute
-
-
-def test_flos_passes_shared_contract_suite():
-    from bench.contract import check_method
-
-    check_method("flos")

@@ -5,6 +5,7 @@ The tests use a *randomly initialised* VGG16 teacher (no ImageNet weights offlin
 exercises every line of the method, but distilling random features is not KDAD as published:
 its accuracy needs the ImageNet teacher, so the toy AUC below only shows the pipeline works.
 """
+from dataclasses import replace
 from urllib.error import URLError
 
 import numpy as np
@@ -34,8 +35,8 @@ def problem():
 @pytest.fixture(scope="module")
 def fitted(problem):
     calls = []
-    problem.train.progress = lambda step, total: calls.append((step, total))
-    return create_method("kdad", **BUDGET).fit(problem.train), calls
+    ctx = replace(problem.context, progress=lambda step, total: calls.append((step, total)))
+    return create_method("kdad", **BUDGET).fit(problem.train, ctx), calls
 
 
 def test_registration_and_defaults():
@@ -113,7 +114,7 @@ def test_kdad_on_toy_defects(problem, fitted):
 
 def test_teacher_stays_frozen(problem, fitted):
     m, _ = fitted
-    ref = vgg16_features("none", problem.train.seed)
+    ref = vgg16_features("none", problem.context.seed)
     for (k, a), b in zip(m.teacher_.features.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), k
     assert not m.model_.training
@@ -158,10 +159,6 @@ def test_imagenet_teacher_offline_fails_clearly(problem, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
-    problem.train.weights = "imagenet"
-    try:
-        with pytest.raises(WeightsUnavailable, match=weights_filename("vgg16")):
-            KDAD(epochs=1).fit(problem.train)
-    finally:
-        problem.train.weights = "none"
+    with pytest.raises(WeightsUnavailable, match=weights_filename("vgg16")):
+        KDAD(epochs=1).fit(problem.train, replace(problem.context, weights="imagenet"))
     assert weights_filename("vgg16") == "vgg16-397923af.pth"

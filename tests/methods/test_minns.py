@@ -62,9 +62,3 @@ def test_minns_card_and_params(problem):
         MINNS(pooling="sum", **TINY).fit(problem.train)
     with pytest.raises(ValueError, match="dropout"):
         MINNS(dropout=1.0, **TINY).fit(problem.train)
-
-
-def test_minns_passes_shared_contract_suite():
-    from bench.contract import check_method
-
-    check_method("minns")

@@ -1,0 +1,1 @@
+"""An example osad-bench method plugin (see method.py)."""
