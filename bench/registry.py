@@ -243,6 +243,8 @@ def method_cards_markdown() -> str:
                   f"**Class:** `{c.__module__}.{c.__name__}`, version {c.full_version()}, "
                   f"input size {c.input_size} px"
                   + ("" if c.dataset_img_size else " (also under the paper preset)") + "  ",
+                  f"**Resources (hint):** {c.resources.gpu_fraction:g} GPU, {c.resources.cpus} "
+                  f"CPU cores, {c.resources.memory_gb:g} GB  ",
                   f"**Test budget:** `{c.test_params()}`; **quick preset:** "
                   f"`{dict(c.quick_params)}`", "", card.notes]
         for v in variants.get(e.name, []):

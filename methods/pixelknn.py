@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from bench.api import Method, MethodCard, RunContext, TrainData
+from bench.api import Method, MethodCard, Resources, RunContext, TrainData
 from bench.registry import register_method
 
 
@@ -23,6 +23,7 @@ class PixelKNN(Method):
                       notes="Not in the DRA paper; a sanity floor for new datasets.")
     quick_params = {"feature_size": 16}
     input_size = 64  # raw pixels: a larger image only costs decoding time
+    resources = Resources(gpu_fraction=0.0, cpus=1, memory_gb=2.0)  # numpy on the CPU
 
     def __init__(self, feature_size: int = 16, k: int = 1):
         self.feature_size = feature_size

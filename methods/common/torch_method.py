@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.api import Method, RunContext, TrainData
+from bench.api import Method, Resources, RunContext, TrainData
 
 from .training import (adam, fit_loop, images_to_device, make_rngs, predict_in_batches,
                        resolve_device, seed_everything)
@@ -60,6 +60,10 @@ class TorchMethod(Method):
     step can be built from)."""
 
     uses_common_blocks = True
+    # Measured peak GPU memory at 448 px, batch 48 (benchmarks/results/
+    # h200_perf_448_2026-11-28.csv): 4.4 GB (Deep SAD) to 15.5 GB (SAOE); four such runs fit
+    # on an 80 GB GPU.
+    resources = Resources(gpu_fraction=0.25, cpus=2, memory_gb=8.0)
     lr_placement: ClassVar[str] = "start"
     min_batch_size: ClassVar[int] = 1
 
