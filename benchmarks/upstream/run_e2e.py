@@ -94,7 +94,9 @@ def run_ours(method: str, seed: int, threads: int, log) -> dict:
         cmd = ["bench", "run", "--methods", method, "--datasets", "synthetic",
                "--subsets", subset, "--setting", setting, "--shots", str(b["shots"]),
                "--seed-list", str(seed), "--preset", "quick", "--weights", "none",
-               "--workers", "1", "--results", tmp, "--name", "e2e", "--no-table",
+               # the harness gives each CPU worker cores // workers torch threads
+               "--workers", str(max(1, (os.cpu_count() or 1) // threads)),
+               "--results", tmp, "--name", "e2e", "--no-table",
                "--set", f"{method}.img_size={b['img_size']}",
                "--set", f"{method}.epochs={b['epochs']}",
                "--set", f"{method}.steps_per_epoch={b['steps_per_epoch']}",
