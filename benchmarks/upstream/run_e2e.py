@@ -42,7 +42,12 @@ EXPERIMENTS = {  # method → (setting, subset, known class, upstream folder, ex
 }
 
 
-def synthetic_root() -> Path:
+DATA_ROOT: Path | None = None  # --data: an MVTec-layout folder instead of the synthetic set
+
+
+def data_root() -> Path:
+    if DATA_ROOT is not None:
+        return DATA_ROOT
     from bench.datasets.catalog.synthetic import Synthetic
 
     return Synthetic().locate(Path("."))
@@ -63,7 +68,7 @@ def run_upstream(upstream: Path, method: str, seed: int, threads: int, log) -> d
     b = BUDGET
     with tempfile.TemporaryDirectory(prefix=f"e2e_{method}_{seed}_") as tmp:
         scores = Path(tmp) / "scores.json"
-        args = ["--dataset_root", str(synthetic_root()), "--classname", subset,
+        args = ["--dataset_root", str(data_root()), "--classname", subset,
                 "--img_size", str(b["img_size"]), "--epochs", str(b["epochs"]),
                 "--steps_per_epoch", str(b["steps_per_epoch"]),
                 "--batch_size", str(b["batch_size"]), "--ramdn_seed", str(seed),
@@ -91,7 +96,8 @@ def run_ours(method: str, seed: int, threads: int, log) -> dict:
     setting, subset, known, _, _ = EXPERIMENTS[method]
     b = BUDGET
     with tempfile.TemporaryDirectory(prefix=f"e2e_ours_{method}_{seed}_") as tmp:
-        cmd = ["bench", "run", "--methods", method, "--datasets", "synthetic",
+        cmd = ["bench", "run", "--methods", method, "--datasets",
+               "synthetic" if DATA_ROOT is None else str(DATA_ROOT),
                "--subsets", subset, "--setting", setting, "--shots", str(b["shots"]),
                "--seed-list", str(seed), "--preset", "quick", "--weights", "none",
                # the harness gives each CPU worker cores // workers torch threads
@@ -147,7 +153,7 @@ def summary(rows: list[dict], method: str) -> str:
     up = np.array([float(r["auroc"]) for r in by["upstream"].values()])
     ou = np.array([float(r["auroc"]) for r in by["ours"].values()])
     setting, subset, known, _, _ = EXPERIMENTS[method]
-    lines = [f"{method}, {setting} setting, synthetic/{subset}"
+    lines = [f"{method}, {setting} setting, {data_root().name if DATA_ROOT else 'synthetic'}/{subset}"
              + (f", known class {known}" if known else "")
              + f", {BUDGET['shots']} shots, 64 px, 10 epochs x 20 steps, batch 48, random init"]
     for side, a in (("upstream", up), ("ours", ou)):
@@ -183,12 +189,29 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/results/upstream_e2e.csv")
     ap.add_argument("--summary", action="store_true", help="only print the statistics")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="an MVTec-layout dataset root (default: the synthetic dataset)")
+    ap.add_argument("--subset", default=None, help="subset folder (default: disc)")
+    ap.add_argument("--known-class", default=None,
+                    help="DRA's known class in the hard setting (default: scratch)")
     a = ap.parse_args()
+    global DATA_ROOT
+    if a.data is not None:
+        if not a.data.is_dir():
+            raise SystemExit(f"error: --data {a.data} is not a folder")
+        DATA_ROOT = a.data.resolve()
+    if a.subset or a.known_class:
+        setting, subset, known, folder, extra = EXPERIMENTS[a.method]
+        EXPERIMENTS[a.method] = (setting, a.subset or subset,
+                                 (a.known_class or known) if known else None, folder, extra)
     if a.summary:
         rows = read_rows(a.csv)
-        for m in EXPERIMENTS:
-            if any(r["method"] == m for r in rows):
-                print(summary(rows, m))
+        for m, subset, known in sorted({(r["method"], r["subset"], r["known_class"])
+                                        for r in rows}):
+            setting, _, _, folder, extra = EXPERIMENTS[m]
+            EXPERIMENTS[m] = (setting, subset, known or None, folder, extra)
+            print(summary([r for r in rows if (r["subset"], r["known_class"]) ==
+                           (subset, known)], m))
         return
     try:
         seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
@@ -202,8 +225,9 @@ def main() -> None:
 
     for seed in seeds:
         for side in sides:
-            done = {(r["method"], r["side"], int(r["seed"])) for r in read_rows(a.csv)}
-            if (a.method, side, seed) in done:
+            done = {(r["method"], r["side"], int(r["seed"]), r["subset"], r["known_class"])
+                    for r in read_rows(a.csv)}
+            if (a.method, side, seed, subset, known or "") in done:
                 continue
             log(f"{time.strftime('%H:%M:%S')} {a.method} {side} seed {seed} …")
             try:
