@@ -153,7 +153,8 @@ def summary(rows: list[dict], method: str) -> str:
     up = np.array([float(r["auroc"]) for r in by["upstream"].values()])
     ou = np.array([float(r["auroc"]) for r in by["ours"].values()])
     setting, subset, known, _, _ = EXPERIMENTS[method]
-    lines = [f"{method}, {setting} setting, {data_root().name if DATA_ROOT else 'synthetic'}/{subset}"
+    where = DATA_ROOT.name if DATA_ROOT else "synthetic"
+    lines = [f"{method}, {setting} setting, {where}/{subset}"
              + (f", known class {known}" if known else "")
              + f", {BUDGET['shots']} shots, 64 px, 10 epochs x 20 steps, batch 48, random init"]
     for side, a in (("upstream", up), ("ours", ou)):
