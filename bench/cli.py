@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML file with any of these options (keys as the long option "
                         "names, e.g. 'seed-list: [0, 1]') (default: none)")
     r.add_argument("--methods", type=_csv, default=S, metavar="LIST",
-                   help="'all' (the paper's eight), names or wildcards, comma-separated, e.g. "
+                   help="'all' (the paper's eight), 'recent' (AHL, BGAD, PReNet, anomalib:* with "
+                        "DRA), names or wildcards, comma-separated, e.g. "
                         f"'dra*,devnet' (default: {d('methods')})")
     r.add_argument("--datasets", type=_csv, default=S, metavar="LIST",
                    help="registered dataset names or folders in MVTec AD layout, "
