@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered methods or datasets",
                         description="List the registered methods (with their papers) or "
                                     "datasets (prepared or not, with fingerprints).")
-    ls.add_argument("what", choices=["methods", "datasets"], help="methods or datasets")
+    ls.add_argument("what", choices=["methods", "datasets", "grids"],
+                    help="methods, datasets or grids (the paper's tables and figures)")
     ls.add_argument("pattern", nargs="?", default="*",
                     help="wildcard on the names, e.g. 'dra*' (default: every name)")
     ls.add_argument("--long", action="store_true",
@@ -165,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the planned runs, the workers and the weight checks, then "
                         "stop: runs nothing, records nothing, downloads nothing (default: "
                         "off)")
+    r.add_argument("--grid", default=None, metavar="NAME",
+                   help="run a named grid: the exact runs of one table or figure of the paper "
+                        "(`bench list grids`); it fixes methods, settings, shots and seeds, "
+                        "--datasets swaps its data (default: none)")
     r.add_argument("--no-table", action="store_true",
                    help="do not print the AUC-ROC table at the end (default: print it)")
     r.set_defaults(func=cmd_run)
@@ -273,6 +278,12 @@ def options_markdown() -> str:
 def cmd_list(args) -> int:
     from .registry import get_dataset, get_method_entry, list_datasets, list_methods
 
+    if args.what == "grids":
+        from .grids import grid_lines
+
+        for line in grid_lines():
+            print(line)
+        return 0
     names = (list_methods if args.what == "methods" else list_datasets)(args.pattern)
     if not names:
         every = (list_methods if args.what == "methods" else list_datasets)()
@@ -349,7 +360,7 @@ def config_from_args(args):
 
 def cmd_run(args) -> int:
     from .executors.local import plan_slots, run_local, slot_notes
-    from .plan import effective_preset, expand, validate
+    from .plan import effective_preset, validate
     from .registry import missing_paper_methods
     from .job import prefetch_images, record_failure, record_skip
     from .store import FINISHED, Store
@@ -365,7 +376,7 @@ def cmd_run(args) -> int:
     if "all" in cfg.methods and missing_paper_methods():
         notes.append(f"--methods all: {', '.join(missing_paper_methods())} not available in "
                      f"this install; running the other paper methods")
-    plan = expand(cfg)
+    plan = plan_for_run(cfg, args, store)
     for note in notes + plan.notes:
         print(f"note: {note}", file=sys.stderr)
     weights = check_weights(plan.specs, download=not cfg.dry_run)
@@ -451,6 +462,31 @@ def cmd_run(args) -> int:
     failed = sum(1 for s in plan.specs + [f for f, _ in plan.failed]
                  if store.status(s.run_id) == "failed")
     return 1 if failed else 0
+
+
+_GRID_FIXES = ("methods", "setting", "shots", "known_classes")
+
+
+def plan_for_run(cfg, args, store):
+    """The plan of ``bench run``: the sweep's, or with ``--grid`` the grid's (its summary
+    printed, its column manifest saved in the sweep unless this is a dry run)."""
+    from .plan import ConfigError, expand
+
+    if not getattr(args, "grid", None):
+        return expand(cfg)
+    from .grids import get_grid, plan_grid
+
+    fixed = [k for k in _GRID_FIXES if k in vars(args)]
+    if fixed:
+        raise ConfigError(f"--grid {args.grid} fixes the methods, settings, shots and known "
+                          f"classes; drop --{', --'.join(f.replace('_', '-') for f in fixed)}")
+    gp = plan_grid(get_grid(args.grid), cfg,
+                   swap_datasets=cfg.datasets if "datasets" in vars(args) else None)
+    for line in gp.summary_lines():
+        print(line)
+    if not cfg.dry_run:
+        store.save_grid_manifest(args.grid, gp.manifest())
+    return gp.plan
 
 
 def _record_reason(store, run_id: str) -> str:
