@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--metric", default="auroc", choices=["auroc", "auprc", "auroc_seen",
                                                            "auroc_unseen"],
                     help="the number in the cells (default: auroc)")
+    rp.add_argument("--grid", default=None, metavar="NAME",
+                    help="lay out the runs of a named grid (`bench run --grid NAME`) as the "
+                         "paper's table, with a macro file per table cell; reads the sweep "
+                         "named by --name (default: none; with --grid the sweep main)")
+    rp.add_argument("--style", default="plain", choices=["plain", "paper"],
+                    help="--grid: best per row and shot group bold and second underlined "
+                         "(plain), or red and blue as the paper (default: plain)")
     rp.add_argument("--compare-paper", action="store_true", dest="compare_paper",
                     help="put the paper's published AUC-ROC beside ours (paper_comparison.*)")
     rp.set_defaults(func=cmd_report)
@@ -590,6 +597,8 @@ def cmd_report(args) -> int:
         print(f"error: unknown --format {','.join(bad)}; use markdown, csv, latex",
               file=sys.stderr)
         return 2
+    if args.grid:
+        return cmd_report_grid(args)
     out = Path(args.out) if args.out else default_report_dir(args.results, args.name)
     try:
         printed = write_report(args.results, out, args.format, args.name, args.metric,
@@ -607,6 +616,30 @@ def cmd_report(args) -> int:
     c = printed["counts"]
     print(f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped runs; tables and "
           f"runs.csv written to {out}")
+    return 0
+
+
+def cmd_report_grid(args) -> int:
+    """``bench report --grid NAME``: the paper-layout tables of one grid's runs."""
+    from .report.grid_tables import write_grid_report
+    from .report.tables import ReportError
+
+    if args.name and len(args.name) > 1:
+        print(f"error: --grid reads one sweep; got --name {','.join(args.name)}",
+              file=sys.stderr)
+        return 2
+    sweep = args.name[0] if args.name else "main"
+    out = Path(args.out) if args.out else \
+        Path("reports") / Path(args.results).expanduser().resolve().name / args.grid
+    try:
+        printed = write_grid_report(args.results, sweep, args.grid, out, args.format,
+                                    style=args.style, metric=args.metric)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for md in printed["markdown"]:
+        print(md)
+    print(f"grid {args.grid}: {', '.join(printed['files'])} written to {out}")
     return 0
 
 

@@ -47,6 +47,7 @@ class Block:
     setting: str
     shots: tuple
     datasets: tuple                       # ((dataset, "*" | ((subset, "*" | (kc,...)),...)),)
+    mean_only: tuple = ()                 # datasets shown by their Mean row alone (Table 3)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ def _parse_grid(path: Path, name: str, raw: dict) -> Grid:
         if not shots or not all(isinstance(k, int) for k in shots):
             raise ConfigError(_where(path, name, f"block shots must be a list of integers"))
         blocks.append(Block(b["setting"], tuple(shots),
-                            _parse_datasets(path, name, b.get("datasets"))))
+                            _parse_datasets(path, name, b.get("datasets")),
+                            tuple(b.get("mean_only") or ())))
     if not blocks:
         raise ConfigError(_where(path, name, "no blocks"))
     seeds = raw.get("seeds") or [0, 1, 2]
@@ -175,8 +177,8 @@ class GridPlan:
         """What ``bench report --grid`` needs to lay the runs out (saved in the sweep)."""
         return {"grid": self.grid.name, "columns_of": self.columns_of,
                 "missing": self.missing, "unavailable": self.unavailable,
-                "columns": [c.label for c in self.grid.columns],
-                "seeds": list(self.grid.seeds)}
+                "layout": self.layout, "cells": [list(c) for c in self.cells],
+                "seeds": list(self.seeds)}
 
     def summary_lines(self) -> list[str]:
         g = self.grid
@@ -197,6 +199,7 @@ class GridPlan:
         return lines
 
     seeds: tuple = ()
+    layout: dict = field(default_factory=dict)   # setting → [[column label, shots], ...]
 
 
 def _entries(block: Block, swap: Optional[list[str]], user_subsets: Optional[list[str]]):
@@ -297,10 +300,18 @@ def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] =
         missing.append(f"{ds_name} ({n} runs): not prepared under {data_root}; prepare it "
                        f"with `{how}` (`bench data info {ds_name}` says where to get it)")
     unavailable = [f"{c.label}: {c.unavailable}" for c in grid.columns if c.unavailable]
+    layout = {}
+    for block in grid.blocks:
+        cols = layout.setdefault(block.setting, [])
+        for col in grid.runnable_columns:
+            uses = method_class(col.method).uses_labeled_anomalies
+            for k in (block.shots if uses else (0,)):
+                if [col.label, k] not in cols:
+                    cols.append([col.label, k])
     merged = Plan(list(specs.values()), list(skipped.values()), notes, len(seeds),
                   list(failed.values()))
     return GridPlan(grid, merged, columns_of, missing, n_missing, unavailable,
-                    list(cells), seeds=tuple(seeds))
+                    list(cells), seeds=tuple(seeds), layout=layout)
 
 
 def grid_lines() -> list[str]:
