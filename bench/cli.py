@@ -217,6 +217,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="put the paper's published AUC-ROC beside ours (paper_comparison.*)")
     rp.set_defaults(func=cmd_report)
 
+    vf = sub.add_parser("verify", help="check our AUC-ROC against the paper's, cell by cell",
+                        description="Print every cell the paper reports whose value differs "
+                                    "from ours by more than --tol (or the paper's std, "
+                                    "whichever is larger); exit 0 when all hold, 1 when some "
+                                    "miss, 2 on a usage problem.")
+    vf.add_argument("--results", default="results", metavar="DIR",
+                    help="results folder to read (default: ./results)")
+    vf.add_argument("--name", type=_csv, default=None, metavar="LIST",
+                    help="sweeps to read; with --grid one sweep (default: every sweep; with "
+                         "--grid main)")
+    vf.add_argument("--grid", default=None, metavar="NAME",
+                    help="compare the cells of this grid's tables, Mean rows included "
+                         "(default: every run of the sweeps)")
+    vf.add_argument("--tol", type=float, default=0.02, metavar="X",
+                    help="allowed |ours - paper| in AUC-ROC; the paper's std counts when "
+                         "larger (default: 0.02)")
+    vf.set_defaults(func=cmd_verify)
+
     pf = sub.add_parser("perf", help="training/scoring throughput of methods on this device",
                         description="Time a short training run and a scoring pass of each "
                                     "method on toy images (no dataset needed) and print "
@@ -641,6 +659,51 @@ def cmd_report_grid(args) -> int:
         print(md)
     print(f"grid {args.grid}: {', '.join(printed['files'])} written to {out}")
     return 0
+
+
+def cmd_verify(args) -> int:
+    """``bench verify``: exit 0 (every compared cell holds), 1 (some miss), 2 (usage)."""
+    from .report.tables import ReportError
+    from .report.verify import check, grid_comparison, misses, summary_comparison, \
+        verify_lines
+
+    if not args.tol >= 0:
+        print(f"error: --tol {args.tol}: use a non-negative AUC-ROC difference, e.g. 0.02",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.grid:
+            from .report.grid_tables import deviations_text, load_grid_tables, paper_number
+
+            if args.name and len(args.name) > 1:
+                raise ReportError(f"--grid reads one sweep; got --name {','.join(args.name)}")
+            _, _, runs, tables = load_grid_tables(args.results,
+                                                  args.name[0] if args.name else "main",
+                                                  args.grid)
+            comp = grid_comparison(tables, paper_number(args.grid), deviations_text(runs))
+        else:
+            from .report.tables import assign_variants, load_runs, summarize
+
+            runs = load_runs(args.results, args.name)
+            if runs.empty:
+                raise ReportError(f"no run records under {args.results}; run `bench run` "
+                                  f"first")
+            comp = summary_comparison(summarize(assign_variants(runs)))
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if comp.empty:
+        print("error: no cell of these results is in the paper's tables (Tables 1, 2 and 7 "
+              "on the paper's datasets); nothing to verify", file=sys.stderr)
+        return 2
+    comp = check(comp, args.tol)
+    if comp["holds"].map(lambda h: h is None).all():
+        print(f"error: none of the {len(comp)} cells of the paper found here has a finished "
+              f"run; nothing to verify", file=sys.stderr)
+        return 2
+    for line in verify_lines(comp, args.tol):
+        print(line)
+    return 1 if len(misses(comp)) else 0
 
 
 def cmd_perf(args) -> int:

@@ -67,6 +67,7 @@ class GridTable:
     means: list           # [[float]]
     marks: list = field(default_factory=list)     # [[Mark]]
     gaps: list = field(default_factory=list)      # ["row / column: reason"]
+    group_sizes: dict = field(default_factory=dict)   # group → rows its Mean row averages
 
     @property
     def label(self) -> str:
@@ -367,19 +368,16 @@ def _one_table(grid, setting, columns, cells, summary, frame, seeds, missing_dat
         gaps.insert(0, "legend: – no finished run; (f) failed, (s) skipped, (d) data not "
                        "prepared")
     title = f"{grid.title} ({setting} setting)" if len(grid.settings) > 1 else grid.title
-    return GridTable(grid.name, setting, title, "", rows, columns, text, means, marks, gaps)
+    return GridTable(grid.name, setting, title, "", rows, columns, text, means, marks, gaps,
+                     {g: len(m) for g, m in groups.items()})
 
 
 # -- the report folder --------------------------------------------------------------------------
-def write_grid_report(results, sweep: str, grid_name: str, out, formats: list[str],
-                      style: str = "plain", metric: str = "auroc") -> dict:
-    """Write the grid's tables (``table_<grid>_<setting>.md/.tex``), the macro file and
-    runs.csv into ``out``; returns {"markdown": [...], "tables": [...], "runs": frame}."""
-    from pathlib import Path
-
+def load_grid_tables(results, sweep: str, grid_name: str, metric: str = "auroc"):
+    """(grid, manifest, runs, tables) of one grid's runs in one sweep."""
     from ..grids import get_grid
     from ..store import Store
-    from .tables import ReportError, _atomic_text, frame_from_entries, public_runs
+    from .tables import ReportError, frame_from_entries
 
     store = Store(results, sweep)
     manifest = store.grid_manifest(grid_name)
@@ -391,6 +389,30 @@ def write_grid_report(results, sweep: str, grid_name: str, out, formats: list[st
     tables = build_grid_tables(runs, manifest, grid, metric)
     if not tables:
         raise ReportError(f"grid {grid_name!r} has no table cell in {store.dir}")
+    return grid, manifest, runs, tables
+
+
+def paper_number(grid_name: str) -> Optional[int]:
+    """The paper table a grid reproduces (table2 → 2), preferred where numbers repeat."""
+    m = re.fullmatch(r"table(\d+)", grid_name)
+    return int(m.group(1)) if m else None
+
+
+def deviations_text(runs: pd.DataFrame) -> str:
+    devs = dict.fromkeys(x for d in runs.get("_deviations", []) if d for x in d)
+    return "; ".join(devs)
+
+
+def write_grid_report(results, sweep: str, grid_name: str, out, formats: list[str],
+                      style: str = "plain", metric: str = "auroc") -> dict:
+    """Write the grid's tables (``table_<grid>_<setting>.md/.tex/.csv``), the macro file,
+    the cell-by-cell comparison with the paper and runs.csv into ``out``."""
+    from pathlib import Path
+
+    from .tables import _atomic_text, public_runs
+    from .verify import check, comparison_markdown, grid_comparison
+
+    grid, manifest, runs, tables = load_grid_tables(results, sweep, grid_name, metric)
     files = {"runs.csv": public_runs(runs).to_csv(index=False)}
     for t in tables:
         stem = f"table_{grid_name}_{t.setting}"
@@ -405,9 +427,16 @@ def write_grid_report(results, sweep: str, grid_name: str, out, formats: list[st
                                                 names=["group", "row"])).to_csv()
     if "latex" in formats:
         files[f"macros_{grid_name}.tex"] = macro_file(tables)
+    comp = grid_comparison(tables, paper_number(grid_name), deviations_text(runs))
+    printed_paper = None
+    if metric == "auroc" and len(comp):
+        comp = check(comp, 0.02)
+        printed_paper = comparison_markdown(comp)
+        files[f"paper_{grid_name}.md"] = "### Ours vs the paper (AUC-ROC)\n\n" + printed_paper
+        files[f"paper_{grid_name}.csv"] = comp.to_csv(index=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         _atomic_text(out / name, text)
     return {"markdown": [t.markdown() for t in tables], "tables": tables, "runs": runs,
-            "grid": grid, "manifest": manifest, "files": sorted(files)}
+            "grid": grid, "manifest": manifest, "files": sorted(files), "out": out}
