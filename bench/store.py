@@ -197,6 +197,22 @@ class Store:
                     shutil.rmtree(p, ignore_errors=True)
 
 
+    # -- named grids (bench/grids.py): which runs make which column of a table ----------
+    def save_grid_manifest(self, grid: str, manifest: dict) -> None:
+        """Write ``grids/<grid>.json`` atomically (the runs of the grid and their columns)."""
+        folder = self.dir / "grids"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{grid}.{os.getpid()}.tmp"
+        tmp.write_text(dump_json(manifest))
+        os.replace(tmp, folder / f"{grid}.json")
+
+    def grid_manifest(self, grid: str) -> Optional[dict]:
+        try:
+            return json.loads((self.dir / "grids" / f"{grid}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+
 def sweep_stores(results: Path | str, names: Optional[list[str]] = None) -> list[Store]:
     """Every sweep under a results folder, or the ``names`` ones; a name that is not there
     is an error listing the sweeps that are. A missing folder holds no sweep."""
