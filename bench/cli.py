@@ -722,14 +722,13 @@ def cmd_perf(args) -> int:
     rows = run_perf(methods, img_size=args.img_size, steps=args.steps,
                     batch_size=args.batch_size, device=device)
     if args.csv:
-        import os
-
         import pandas as pd
 
+        from .util import atomic_write_with
+
         path = Path(args.csv).expanduser()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pd.DataFrame(rows).assign(device=name).to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        frame = pd.DataFrame(rows).assign(device=name)
+        atomic_write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
         print(f"figures written to {path}")
     return 1 if any("error" in r for r in rows) else 0
 
