@@ -323,7 +323,8 @@ def cmd_list(args) -> int:
             sup = "" if e.cls.uses_labeled_anomalies else "unsupervised (shots 0)"
             extra = ", ".join(x for x in (kind, sup, f"v{e.cls.version}") if x)
             # cut at a word boundary; --long shows the whole title
-            title = textwrap.shorten(e.cls.card.paper, 70, placeholder=" …")
+            title = textwrap.shorten(e.cls.card.paper, 70, placeholder=" …",
+                                    break_on_hyphens=False)
             print(f"{n:10s} {title:70s} [{extra}]")
             if args.long:
                 c = e.cls.card

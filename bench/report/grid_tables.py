@@ -409,7 +409,8 @@ def write_grid_report(results, sweep: str, grid_name: str, out, formats: list[st
     the cell-by-cell comparison with the paper and runs.csv into ``out``."""
     from pathlib import Path
 
-    from .tables import _atomic_text, public_runs
+    from ..util import atomic_write
+    from .tables import public_runs
     from .verify import check, comparison_markdown, grid_comparison
 
     grid, manifest, runs, tables = load_grid_tables(results, sweep, grid_name, metric)
@@ -437,6 +438,6 @@ def write_grid_report(results, sweep: str, grid_name: str, out, formats: list[st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        _atomic_text(out / name, text)
+        atomic_write(out / name, text)
     return {"markdown": [t.markdown() for t in tables], "tables": tables, "runs": runs,
             "grid": grid, "manifest": manifest, "files": sorted(files), "out": out}
