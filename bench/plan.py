@@ -27,8 +27,6 @@ other error a failed run, each with its reason.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -45,6 +43,7 @@ from .datasets import images as _images
 from .datasets.base import Dataset, DatasetNotPrepared, FolderDataset, default_data_root
 from .datasets.layout import LayoutError, SubsetIndex, list_subsets, read_subset
 from .datasets.outliers import OutlierPool, outlier_pool
+from .util import content_hash
 
 PRESETS = ("quick", "paper")
 QUICK_IMG_SIZE = 64
@@ -194,8 +193,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return content_hash(self.identity())
 
     @property
     def config_id(self) -> str:
@@ -248,9 +246,7 @@ def config_identity(spec: dict) -> dict:
 
 
 def config_id_of(spec: dict) -> str:
-    blob = json.dumps(config_identity(spec), sort_keys=True, separators=(",", ":"),
-                      default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return content_hash(config_identity(spec), 12)
 
 
 # -- --set METHOD.PARAM=VALUE ---------------------------------------------------------------

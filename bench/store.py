@@ -22,16 +22,76 @@ import shutil
 import socket
 import time
 import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
+
+from .util import dump_json, pid_alive, replace_dir, write_files
 
 FINISHED = ("done", "skipped")
 CLAIM_TTL_S = 24 * 3600
 STATUSES = ("done", "failed", "skipped")
+METRIC_FIELDS = ("auroc", "auprc", "n_test", "n_test_anomalies", "auroc_seen", "auroc_unseen")
 
 
-def dump_json(obj) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@dataclass
+class RunRecord:
+    """What ``record.json`` holds for one run, whatever its status: the cell it belongs to,
+    the outcome (status, reason, traceback, failure details), the metrics, the timings and
+    what the method chose to expose. Built by :meth:`for_spec` (the one place that knows
+    which spec fields a record repeats) and written by :meth:`Store.write` alone."""
+
+    run_id: str
+    config_id: str
+    sweep: str
+    status: Optional[str]
+    method: str
+    dataset: str
+    subset: str
+    setting: str
+    known_class: Optional[str]
+    shots: int
+    seed: int
+    split_seed: int
+    split_policy: str
+    preset: str
+    notes: list
+    reason: Optional[str] = None
+    traceback: Optional[str] = None
+    failure: Optional[dict] = None          # kind (nan_loss, out_of_memory, ...), step, loss…
+    metrics: dict = field(default_factory=dict)
+    load_s: Optional[float] = None
+    fit_s: Optional[float] = None
+    score_s: Optional[float] = None
+    peak_gpu_mem_mb: Optional[float] = None
+    started: Optional[str] = None
+    finished: Optional[str] = None
+    method_state: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    spec: dict = field(default_factory=dict, repr=False)   # written as spec.json
+    env: Optional[dict] = field(default=None, repr=False)  # written as env.json
+
+    @classmethod
+    def for_spec(cls, spec, sweep: str, status: Optional[str] = None, **fields) -> "RunRecord":
+        """A record of ``spec`` (a :class:`~bench.plan.RunSpec`) with ``fields`` set."""
+        return cls(run_id=spec.run_id, config_id=spec.config_id, sweep=sweep, status=status,
+                   method=spec.method, dataset=spec.dataset, subset=spec.subset,
+                   setting=spec.setting, known_class=spec.known_class, shots=spec.shots,
+                   seed=spec.seed, split_seed=spec.split_seed, split_policy=spec.split_policy,
+                   preset=spec.preset, notes=list(spec.notes), spec=spec.to_dict(), **fields)
+
+    def to_dict(self) -> dict:
+        """The ``record.json`` content: metrics at the top level (as reports read them)."""
+        d = asdict(self)
+        for k in ("spec", "env", "metrics"):
+            d.pop(k)
+        d.update({k: None for k in METRIC_FIELDS})
+        d.update(self.metrics)
+        return d
 
 
 class StoreError(ValueError):
@@ -78,31 +138,29 @@ class Store:
         rec = self.record(run_id)
         return rec.get("status") if isinstance(rec, dict) else None  # unreadable: not run
 
+    def write(self, record: RunRecord, files: Optional[dict[str, bytes | str]] = None) -> Path:
+        """Write the folder of one run: ``record.json``, ``spec.json``, ``env.json`` (when
+        the record has them) and the run's other ``files`` (split, scores, model)."""
+        out = dict(files or {})
+        if record.spec:
+            out["spec.json"] = dump_json(record.spec)
+        if record.env is not None:
+            out["env.json"] = dump_json(record.env)
+        out["record.json"] = dump_json(record.to_dict())  # last: a folder with it is whole
+        return self.write_run(record.run_id, out)
+
     def write_run(self, run_id: str, files: dict[str, bytes | str]) -> Path:
         """Write a run folder atomically (temp folder, then rename); replaces an older record
-        of the same run (a failure being retried)."""
+        of the same run (a failure being retried). Use :meth:`write` for a record."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".tmp-{run_id}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
         try:
-            for name, content in files.items():
-                mode = "wb" if isinstance(content, bytes) else "w"
-                with open(tmp / name, mode) as fh:
-                    fh.write(content)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            final = self.run_dir(run_id)
-            if final.exists():  # retrying a failure: move the old one aside, then replace
-                old = self.dir / f".old-{run_id}-{uuid.uuid4().hex[:8]}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+            write_files(tmp, files)
+            # the old folder goes aside as .<id>.old-*: clean_temp removes it if we die here
+            return replace_dir(tmp, self.run_dir(run_id))
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        return final
 
     # -- claims ---------------------------------------------------------------------------
     def _claim_path(self, run_id: str) -> Path:
@@ -117,11 +175,7 @@ class Store:
         except (OSError, ValueError):
             return None
         if info.get("host") == socket.gethostname():
-            try:
-                os.kill(int(info["pid"]), 0)
-            except (OSError, ValueError, KeyError):
-                return None  # that process is gone: the claim is stale
-            return info
+            return info if pid_alive(info.get("pid")) else None  # gone: the claim is stale
         return info if age < CLAIM_TTL_S else None
 
     def claim(self, run_id: str) -> bool:
@@ -193,8 +247,24 @@ class Store:
         """Remove leftovers of runs killed while writing (never a finished run)."""
         if self.dir.is_dir():
             for p in self.dir.iterdir():
-                if p.name.startswith((".tmp-", ".old-")):
+                if p.name.startswith(".tmp-") or (p.name.startswith(".") and ".old-" in p.name):
                     shutil.rmtree(p, ignore_errors=True)
+
+
+    # -- named grids (bench/grids.py): which runs make which column of a table ----------
+    def save_grid_manifest(self, grid: str, manifest: dict) -> None:
+        """Write ``grids/<grid>.json`` atomically (the runs of the grid and their columns)."""
+        folder = self.dir / "grids"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{grid}.{os.getpid()}.tmp"
+        tmp.write_text(dump_json(manifest))
+        os.replace(tmp, folder / f"{grid}.json")
+
+    def grid_manifest(self, grid: str) -> Optional[dict]:
+        try:
+            return json.loads((self.dir / "grids" / f"{grid}.json").read_text())
+        except (OSError, ValueError):
+            return None
 
 
 def sweep_stores(results: Path | str, names: Optional[list[str]] = None) -> list[Store]:
