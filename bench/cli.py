@@ -201,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "reports/<results folder name>/<sweep>/)")
     rp.add_argument("--format", type=_csv, default=["markdown", "csv", "latex"],
                     metavar="LIST",
-                    help="table formats, comma-separated: markdown, csv, latex "
-                         "(default: all three)")
+                    help="table formats, comma-separated: markdown, csv, latex; with --grid "
+                         "also html (one self-contained page with figures and statistics) "
+                         "(default: markdown, csv and latex)")
     rp.add_argument("--metric", default="auroc", choices=["auroc", "auprc", "auroc_seen",
                                                            "auroc_unseen"],
                     help="the number in the cells (default: auroc)")
@@ -610,10 +611,11 @@ def cmd_status(args) -> int:
 def cmd_report(args) -> int:
     from .report.tables import ReportError, default_report_dir, write_report
 
-    bad = [f for f in args.format if f not in ("markdown", "csv", "latex")]
+    valid = ("markdown", "csv", "latex") + (("html",) if args.grid else ())
+    bad = [f for f in args.format if f not in valid]
     if bad:
-        print(f"error: unknown --format {','.join(bad)}; use markdown, csv, latex",
-              file=sys.stderr)
+        print(f"error: unknown --format {','.join(bad)}; use {', '.join(valid)}"
+              + ("" if args.grid else " (html with --grid)"), file=sys.stderr)
         return 2
     if args.grid:
         return cmd_report_grid(args)
