@@ -258,8 +258,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .datasets.commands import add_data_parser
 
-    add_data_parser(sub)
+    add_gallery_parser(add_data_parser(sub))
     return p
+
+
+def add_gallery_parser(data: argparse.ArgumentParser) -> None:
+    """``bench data gallery``: the paper's Fig. 4 for prepared datasets."""
+    action = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
+    g = action.add_parser("gallery", help="figure of normal and anomalous example images "
+                                          "per subset (the paper's Fig. 4)",
+                          description="Draw the first normal test images and one anomaly "
+                                      "per class of every subset of the named datasets.")
+    g.add_argument("names", nargs="+", metavar="NAME",
+                   help="dataset names or MVTec-layout folders")
+    g.add_argument("--data-root", default=None, dest="data_root", metavar="DIR",
+                   help=DATA_ROOT_HELP)
+    g.add_argument("--subsets", type=_csv, default=None, metavar="LIST",
+                   help="only these subsets (default: every subset)")
+    g.add_argument("--per-row", type=int, default=4, dest="per_row", metavar="N",
+                   help="images per row, normal and anomalous (default: 4)")
+    g.add_argument("--size", type=int, default=96, metavar="PX",
+                   help="image side in pixels (default: 96)")
+    g.add_argument("--out", default="reports/gallery", metavar="STEM",
+                   help="output path without extension; .png and .pdf are written "
+                        "(default: reports/gallery)")
+    g.set_defaults(func=cmd_data_gallery)
+
+
+def cmd_data_gallery(args) -> int:
+    from .report.gallery import write_gallery
+
+    if args.per_row < 1 or args.size < 8:
+        print(f"error: --per-row {args.per_row} / --size {args.size}: use at least 1 image "
+              f"per row and 8 pixels", file=sys.stderr)
+        return 2
+    paths = write_gallery(args.names, args.out, args.data_root, per_row=args.per_row,
+                          size=args.size, subsets=args.subsets)
+    print("gallery written to " + ", ".join(map(str, paths)))
+    return 0
 
 
 def subcommands(parser: argparse.ArgumentParser, path: tuple = ()):

@@ -37,3 +37,15 @@ def test_fig3_on_synthetic_data_end_to_end(tmp_path, capsys, pdflatex, chromium)
     assert main(["report", "--grid", "fig3", "--results", res, "--format", "html,latex",
                  "--out", str(out)]) == 0
     assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.name in before}
+
+
+def test_data_gallery_draws_every_subset(toy_root, tmp_path, capsys):
+    from PIL import Image
+
+    stem = tmp_path / "fig4"
+    assert main(["data", "gallery", str(toy_root), "--per-row", "3", "--size", "32",
+                 "--out", str(stem)]) == 0
+    w, h = Image.open(stem.with_suffix(".png")).size
+    assert h > w / 3 and (stem.with_suffix(".pdf")).is_file()   # 4 rows of 3 images
+    assert main(["data", "gallery", "mvtec_ad", "--data-root", str(tmp_path / "none")]) == 2
+    assert "bench data prepare mvtec_ad" in capsys.readouterr().err
