@@ -542,8 +542,10 @@ def plan_for_run(cfg, args, store):
     if fixed:
         raise ConfigError(f"--grid {args.grid} fixes the methods, settings, shots and known "
                           f"classes; drop --{', --'.join(f.replace('_', '-') for f in fixed)}")
-    gp = plan_grid(get_grid(args.grid), cfg,
-                   swap_datasets=cfg.datasets if "datasets" in vars(args) else None)
+    swap = cfg.datasets if "datasets" in vars(args) else None
+    if swap is None and cfg.preset is None:
+        cfg.preset = "paper"  # the grid's own data is real data: the paper preset
+    gp = plan_grid(get_grid(args.grid), cfg, swap_datasets=swap)
     for line in gp.summary_lines():
         print(line)
     if not cfg.dry_run:

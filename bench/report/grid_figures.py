@@ -118,13 +118,37 @@ def grid_figures(grid, tables, runs: pd.DataFrame, out: Path, store=None,
                         formats=formats),
                     "AUC-ROC per known-class subset and column; n/a: no finished run.")
     if store is not None and len(runs):
-        attempt("Score distributions", lambda: _score_figure(runs, store, out, formats),
+        order = [c.label for c in grid.columns]
+        attempt("Score distributions",
+                lambda: _score_figure(runs, store, out, formats, order),
                 "Anomaly scores of the normal, seen and unseen test images of one cell (the "
                 "first row of the first table, seed 0), per column.")
     return made
 
 
-def _score_figure(runs: pd.DataFrame, store, out: Path, formats):
+def read_scores(runs: pd.DataFrame, store) -> pd.DataFrame:
+    """The per-image scores (``scores.csv``) of the finished runs, with the run's cell keys,
+    grid column (``variant``) and run id added; runs without the file are left out."""
+    frames = []
+    for r in runs[runs["status"] == "done"].itertuples(index=False):
+        path = store.run_dir(r.run_id) / "scores.csv"
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(
+                run_id=r.run_id, dataset=r.dataset, subset=r.subset, setting=r.setting,
+                known_class=r.known_class or "", variant=r.variant, shots=int(r.shots)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def grid_bootstrap(scores: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Bootstrap 95 % intervals of every cell's mean AUC-ROC from the per-image scores
+    (``stats.bootstrap_cells``, base seed 0 mixed with each cell's key)."""
+    if scores.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "subset", "setting", "known_class", "variant", "shots"]
+    return stats.bootstrap_cells(scores, keys, n_boot=n_boot, seed=0)
+
+
+def _score_figure(runs: pd.DataFrame, store, out: Path, formats, order: list[str]):
     done = runs[(runs["status"] == "done")]
     if done.empty:
         raise ValueError("no finished run")
@@ -142,8 +166,10 @@ def _score_figure(runs: pd.DataFrame, store, out: Path, formats):
                                    r.variant))
     if not frames:
         raise ValueError("the runs hold no per-image scores (scores.csv)")
-    return figures.score_distributions(pd.concat(frames, ignore_index=True).drop_duplicates(
-        ["method", "path"]), out / "scores", formats=formats)
+    data = pd.concat(frames, ignore_index=True).drop_duplicates(["method", "path"])
+    labels = sorted(set(data["method"]), key=lambda m: (
+        order.index(m.rsplit(" (", 1)[0]) if m.rsplit(" (", 1)[0] in order else len(order), m))
+    return figures.score_distributions(data, out / "scores", methods=labels, formats=formats)
 
 
 def grid_statistics(tables, out: Path, formats=figures.FORMATS) -> list:

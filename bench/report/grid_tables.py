@@ -446,8 +446,23 @@ def write_grid_report(results, sweep: str, grid_name: str, out, formats: list[st
     store = Store(results, sweep)
     figs = grid_figures(grid, tables, grid_frame(runs, manifest["columns_of"]), out, store)
     written = sorted(files) + [p.name for _, p, _ in figs if p is not None]
+    from . import html as _html
+    from .grid_figures import grid_bootstrap, read_scores
+
+    boot = grid_bootstrap(read_scores(grid_frame(runs, manifest["columns_of"]), store))
+    if len(boot):
+        _atomic_text(out / f"bootstrap_{grid_name}.csv", boot.to_csv(index=False))
+        written.append(f"bootstrap_{grid_name}.csv")
     if "html" in formats:
         stat_items = grid_statistics(tables, out)
+        if len(boot):
+            stat_items.append(_html.Table(
+                boot.set_index(["dataset", "subset", "setting", "known_class", "variant",
+                                "shots"]), title="Bootstrap 95 % intervals of each cell's "
+                                                 "AUC-ROC",
+                caption="Test images resampled (stratified, 1000 resamples, seeded per "
+                        "cell); this is test-set sampling uncertainty only, the spread over "
+                        "training seeds is the table's ± std.", float_format="{:.3f}"))
         write_grid_page(out / "index.html", grid, tables, figs, stat_items, runs, store,
                         printed_paper, manifest)
         written.append("index.html")

@@ -20,6 +20,11 @@ def test_fig3_on_synthetic_data_end_to_end(tmp_path, capsys, pdflatex, chromium)
                "--out", str(out)])
     assert rc == 0
     assert (out / "fig3.png").stat().st_size > 10_000 and (out / "fig3.pdf").is_file()
+    import pandas as pd
+
+    boot = pd.read_csv(out / "bootstrap_fig3.csv")
+    assert len(boot) == 5 and (boot["ci_low"] <= boot["auroc"]).all() \
+        and (boot["auroc"] <= boot["ci_high"]).all()
     tex = (out / "table_fig3_general.tex").read_text()
     assert r"\label{tab:fig3-general}" in tex and "N\\_r=10" in tex
     doc = latex_document(tex + "\n" + (out / "macros_fig3.tex").read_text(),
@@ -33,7 +38,8 @@ def test_fig3_on_synthetic_data_end_to_end(tmp_path, capsys, pdflatex, chromium)
     assert 'data-natural-width="0"' not in dom               # every image decoded
     assert "Figure 3" in dom and "DRA2A" in dom
     # a rerun writes identical files
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".tex", ".html")}
+    before = {p.name: p.read_bytes() for p in out.iterdir()
+              if p.suffix in (".tex", ".html", ".csv", ".png")}
     assert main(["report", "--grid", "fig3", "--results", res, "--format", "html,latex",
                  "--out", str(out)]) == 0
     assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.name in before}
