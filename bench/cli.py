@@ -202,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "reports/<results folder name>/<sweep>/)")
     rp.add_argument("--format", type=_csv, default=["markdown", "csv", "latex"],
                     metavar="LIST",
-                    help="table formats, comma-separated: markdown, csv, latex "
-                         "(default: all three)")
+                    help="table formats, comma-separated: markdown, csv, latex; with --grid "
+                         "also html (one self-contained page with figures and statistics) "
+                         "(default: markdown, csv and latex)")
     rp.add_argument("--metric", default="auroc", choices=["auroc", "auprc", "auroc_seen",
                                                            "auroc_unseen"],
                     help="the number in the cells (default: auroc)")
@@ -258,8 +259,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .datasets.commands import add_data_parser
 
-    add_data_parser(sub)
+    add_gallery_parser(add_data_parser(sub))
     return p
+
+
+def add_gallery_parser(data: argparse.ArgumentParser) -> None:
+    """``bench data gallery``: the paper's Fig. 4 for prepared datasets."""
+    action = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
+    g = action.add_parser("gallery", help="figure of normal and anomalous example images "
+                                          "per subset (the paper's Fig. 4)",
+                          description="Draw the first normal test images and one anomaly "
+                                      "per class of every subset of the named datasets.")
+    g.add_argument("names", nargs="+", metavar="NAME",
+                   help="dataset names or MVTec-layout folders")
+    g.add_argument("--data-root", default=None, dest="data_root", metavar="DIR",
+                   help=DATA_ROOT_HELP)
+    g.add_argument("--subsets", type=_csv, default=None, metavar="LIST",
+                   help="only these subsets (default: every subset)")
+    g.add_argument("--per-row", type=int, default=4, dest="per_row", metavar="N",
+                   help="images per row, normal and anomalous (default: 4)")
+    g.add_argument("--size", type=int, default=96, metavar="PX",
+                   help="image side in pixels (default: 96)")
+    g.add_argument("--out", default="reports/gallery", metavar="STEM",
+                   help="output path without extension; .png and .pdf are written "
+                        "(default: reports/gallery)")
+    g.set_defaults(func=cmd_data_gallery)
+
+
+def cmd_data_gallery(args) -> int:
+    from .report.gallery import write_gallery
+
+    if args.per_row < 1 or args.size < 8:
+        print(f"error: --per-row {args.per_row} / --size {args.size}: use at least 1 image "
+              f"per row and 8 pixels", file=sys.stderr)
+        return 2
+    paths = write_gallery(args.names, args.out, args.data_root, per_row=args.per_row,
+                          size=args.size, subsets=args.subsets)
+    print("gallery written to " + ", ".join(map(str, paths)))
+    return 0
 
 
 def subcommands(parser: argparse.ArgumentParser, path: tuple = ()):
@@ -507,8 +544,10 @@ def plan_for_run(cfg, args, store):
     if fixed:
         raise ConfigError(f"--grid {args.grid} fixes the methods, settings, shots and known "
                           f"classes; drop --{', --'.join(f.replace('_', '-') for f in fixed)}")
-    gp = plan_grid(get_grid(args.grid), cfg,
-                   swap_datasets=cfg.datasets if "datasets" in vars(args) else None)
+    swap = cfg.datasets if "datasets" in vars(args) else None
+    if swap is None and cfg.preset is None:
+        cfg.preset = "paper"  # the grid's own data is real data: the paper preset
+    gp = plan_grid(get_grid(args.grid), cfg, swap_datasets=swap)
     for line in gp.summary_lines():
         print(line)
     if not cfg.dry_run:
@@ -612,10 +651,11 @@ def cmd_status(args) -> int:
 def cmd_report(args) -> int:
     from .report.tables import ReportError, default_report_dir, write_report
 
-    bad = [f for f in args.format if f not in ("markdown", "csv", "latex")]
+    valid = ("markdown", "csv", "latex") + (("html",) if args.grid else ())
+    bad = [f for f in args.format if f not in valid]
     if bad:
-        print(f"error: unknown --format {','.join(bad)}; use markdown, csv, latex",
-              file=sys.stderr)
+        print(f"error: unknown --format {','.join(bad)}; use {', '.join(valid)}"
+              + ("" if args.grid else " (html with --grid)"), file=sys.stderr)
         return 2
     if args.grid:
         return cmd_report_grid(args)

@@ -258,9 +258,11 @@ def _caption(runs: pd.DataFrame, seeds: list[int], setting: str, n_per_cell: int
     weights = sorted({str(w) for w in sel["weights"].dropna()})
     config = ("Configuration: preset " + (", ".join(presets) or "unrecorded") +
               ", weights " + (", ".join(weights) or "unrecorded"))
-    devs = [d for d in sel.get("_deviations", pd.Series(dtype=object)) if d]
+    devs = dict.fromkeys(x for d in sel.get("_deviations", pd.Series(dtype=object)) if d
+                         for x in d)
     if devs:
-        config += " (differs from the paper's configuration; see summary.csv)"
+        shown = "; ".join(list(devs)[:4]) + ("; …" if len(devs) > 4 else "")
+        config += f", which differs from the paper's: {shown}"
     mean = ("Mean rows: the mean over the group's rows within each seed, then over the "
             "seeds.")
     return " ".join([f"AUC-ROC, {what}.", mean,
@@ -439,5 +441,32 @@ def write_grid_report(results, sweep: str, grid_name: str, out, formats: list[st
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         atomic_write(out / name, text)
+    from ..store import Store
+    from .grid_figures import grid_figures, grid_statistics, write_grid_page
+
+    store = Store(results, sweep)
+    figs = grid_figures(grid, tables, grid_frame(runs, manifest["columns_of"]), out, store)
+    written = sorted(files) + [p.name for _, p, _ in figs if p is not None]
+    from . import html as _html
+    from .grid_figures import grid_bootstrap, read_scores
+
+    boot = grid_bootstrap(read_scores(grid_frame(runs, manifest["columns_of"]), store))
+    if len(boot):
+        atomic_write(out / f"bootstrap_{grid_name}.csv", boot.to_csv(index=False))
+        written.append(f"bootstrap_{grid_name}.csv")
+    if "html" in formats:
+        stat_items = grid_statistics(tables, out)
+        if len(boot):
+            stat_items.append(_html.Table(
+                boot.set_index(["dataset", "subset", "setting", "known_class", "variant",
+                                "shots"]), title="Bootstrap 95 % intervals of each cell's "
+                                                 "AUC-ROC",
+                caption="Test images resampled (stratified, 1000 resamples, seeded per "
+                        "cell); this is test-set sampling uncertainty only, the spread over "
+                        "training seeds is the table's ± std.", float_format="{:.3f}"))
+        write_grid_page(out / "index.html", grid, tables, figs, stat_items, runs, store,
+                        printed_paper, manifest)
+        written.append("index.html")
     return {"markdown": [t.markdown() for t in tables], "tables": tables, "runs": runs,
-            "grid": grid, "manifest": manifest, "files": sorted(files), "out": out}
+            "grid": grid, "manifest": manifest, "files": written, "out": out,
+            "figures": figs}

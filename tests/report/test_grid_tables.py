@@ -124,3 +124,13 @@ def test_full_eight_method_report_fits_the_page(pdflatex):
                                                packages=("booktabs", "graphicx", "xcolor")))
             assert res.ok, res.errors
             assert not res.overfull_hbox, (t.setting, style, res.overfull_hbox)
+
+
+def test_mean_only_datasets_show_their_mean_row_alone():
+    import dataclasses
+
+    ents, manifest = entries()
+    block = dataclasses.replace(GRID.blocks[0], mean_only=("mvtec_ad",))
+    grid = dataclasses.replace(GRID, blocks=(block,) + GRID.blocks[1:])
+    general = build_grid_tables(frame_from_entries(ents), manifest, grid)[0]
+    assert [(g, r) for g, r, _ in general.rows] == [("MVTec AD", "Mean"), ("AITEX", "")]
