@@ -152,6 +152,32 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {d('jobs_per_gpu')})")
     r.add_argument("--workers", type=int, default=S, metavar="N",
                    help="worker processes for CPU runs (default: one per core, at most 8)")
+    r.add_argument("--executor", choices=["local", "ray", "slurm"], default=S,
+                   help="where the runs are computed: local worker processes, a Ray cluster "
+                        "(extra [ray]) or Slurm job arrays through submitit (extra [slurm]); "
+                        f"results are identical (default: {d('executor')})")
+    r.add_argument("--address", default=S, metavar="auto|HOST:PORT",
+                   help="--executor ray: the Ray cluster to join (default: start a local one "
+                        "for the sweep)")
+    r.add_argument("--slurm-partition", default=S, dest="slurm_partition", metavar="NAME",
+                   help="--executor slurm: the partition (default: the cluster's default)")
+    r.add_argument("--slurm-time", type=int, default=S, dest="slurm_time", metavar="MIN",
+                   help="--executor slurm: time limit of one array task in minutes "
+                        f"(default: {d('slurm_time')})")
+    r.add_argument("--slurm-gpus-per-task", type=int, default=S, dest="slurm_gpus_per_task",
+                   metavar="N", help="--executor slurm: GPUs of one array task; 0 runs on its "
+                                     f"CPU (default: {d('slurm_gpus_per_task')})")
+    r.add_argument("--slurm-array-parallelism", type=int, default=S,
+                   dest="slurm_array_parallelism", metavar="N",
+                   help="--executor slurm: array tasks running at a time (default: 64 on "
+                        "Slurm, one per core up to 8 with --slurm-local)")
+    r.add_argument("--slurm-runs-per-task", type=int, default=S, dest="slurm_runs_per_task",
+                   metavar="N", help="--executor slurm: runs computed one after another by one "
+                                     "array task, so short runs do not flood the scheduler "
+                                     f"(default: {d('slurm_runs_per_task')})")
+    r.add_argument("--slurm-local", action="store_true", default=S, dest="slurm_local",
+                   help="--executor slurm: run the array tasks on this machine through "
+                        "submitit's local executor, no Slurm needed (default: off)")
     r.add_argument("--retry-failed", action="store_true", default=S, dest="retry_failed",
                    help="rerun the runs recorded as failed (default: keep their records)")
     r.add_argument("--save-models", action="store_true", default=S, dest="save_models",
@@ -367,12 +393,15 @@ def cmd_status(args) -> int:
         recs = list(store.records())
         counts = {k: sum(1 for r in recs if r.get("status") == k)
                   for k in ("done", "failed", "skipped")}
-        logs = store.dir / "logs"
-        running = [p.stem for p in logs.glob("*.log")] if logs.is_dir() else []
-        unfinished = [r for r in running if not (store.run_dir(r) / "record.json").is_file()]
+        live, stale = store.claims()
+        running = [r for r in live if store.status(r) is None]
+        interrupted = [r for r in store.started_without_record() if r not in live]
+        hosts = sorted({str(h.get("host")) for h in live.values()})
         print(f"{store.sweep}: {counts['done']} done, {counts['failed']} failed, "
-              f"{counts['skipped']} skipped, {len(unfinished)} started without a record "
-              f"(running or interrupted)")
+              f"{counts['skipped']} skipped, {len(running)} running (claimed"
+              + (f" on {', '.join(hosts)}" if hosts else "") + f"), {len(stale)} stale "
+              f"claim(s) (owner gone; taken over by the next run), {len(interrupted)} "
+              f"started without a record (interrupted)")
         for r in recs:
             if r.get("status") == "failed":
                 print(f"  failed {r['run_id']} {r.get('method')} {r.get('dataset')}/"

@@ -81,10 +81,15 @@ class SweepConfig:
     save_models: bool = False
     deterministic: bool = False
     dry_run: bool = False
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> "SweepConfig":
-        return cls(**load_config_file(path))
+    # where the runs are computed (bench.executors); none of these enters a run id
+    executor: str = "local"
+    address: Optional[str] = None
+    slurm_partition: Optional[str] = None
+    slurm_time: int = 60
+    slurm_gpus_per_task: int = 0
+    slurm_array_parallelism: Optional[int] = None
+    slurm_runs_per_task: int = 1
+    slurm_local: bool = False
 
 
 def load_config_file(path: Path) -> dict:
@@ -118,8 +123,9 @@ def load_config_file(path: Path) -> dict:
     return out
 
 
-_INT_OPTIONS = ("seeds", "split_seed", "train_cap", "jobs_per_gpu", "workers")
-_BOOL_OPTIONS = ("retry_failed", "save_models", "deterministic", "dry_run")
+_INT_OPTIONS = ("seeds", "split_seed", "train_cap", "jobs_per_gpu", "workers", "slurm_time",
+                "slurm_gpus_per_task", "slurm_array_parallelism", "slurm_runs_per_task")
+_BOOL_OPTIONS = ("retry_failed", "save_models", "deterministic", "dry_run", "slurm_local")
 _LIST_OPTIONS = ("methods", "datasets", "subsets", "known_classes", "shots", "seed_list", "set")
 
 
@@ -487,6 +493,14 @@ def validate(cfg: SweepConfig) -> None:
         raise ConfigError(f"--workers {cfg.workers}: use at least 1 worker process")
     if cfg.jobs_per_gpu is None or cfg.jobs_per_gpu < 1:
         raise ConfigError(f"--jobs-per-gpu {cfg.jobs_per_gpu}: use at least 1 run per GPU")
+    if cfg.executor not in ("local", "ray", "slurm"):
+        raise ConfigError(f"--executor {cfg.executor!r}: use local, ray or slurm")
+    for opt, value, least in (("--slurm-time", cfg.slurm_time, 1),
+                              ("--slurm-gpus-per-task", cfg.slurm_gpus_per_task, 0),
+                              ("--slurm-array-parallelism", cfg.slurm_array_parallelism, 1),
+                              ("--slurm-runs-per-task", cfg.slurm_runs_per_task, 1)):
+        if value is not None and value < least:
+            raise ConfigError(f"{opt} {value}: use at least {least}")
 
 
 def _unique(values: list, option: str, notes: list[str]) -> list:

@@ -39,6 +39,25 @@ STATUSES = ("done", "failed", "skipped")
 METRIC_FIELDS = ("auroc", "auprc", "n_test", "n_test_anomalies", "auroc_seen", "auroc_unseen")
 
 
+MIN_FREE_MB = 64
+
+
+def probe_write(folder: Path) -> None:
+    """Create and remove a small file in ``folder``: the one test that catches a read-only
+    filesystem or a full disk (permission bits do not, e.g. for root)."""
+    path = folder / f".bench-write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    finally:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -116,8 +135,9 @@ class Store:
         self.sweep = sweep
 
     def check_writable(self) -> None:
-        """Fail before any work when the sweep folder cannot be created or written (the
-        results path, or a folder above it, is a file; no write permission)."""
+        """Fail before any work, writing nothing, when the sweep folder cannot be created or
+        written: the results path (or a folder above it) is a file, no write permission, a
+        read-only filesystem, or under ``MIN_FREE_MB`` free on its disk."""
         existing = next(p for p in (self.dir, *self.dir.parents) if p.exists())
         if not existing.is_dir():
             raise StoreError(f"{existing} is a file, not a folder, so {self.dir} cannot be "
@@ -125,6 +145,30 @@ class Store:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise StoreError(f"cannot write under {existing} (permission denied); pass "
                              f"--results DIR with a folder you can write to")
+        try:
+            probe_write(existing)
+        except OSError as exc:
+            raise StoreError(f"cannot write under {existing}: {exc.strerror or exc}; pass "
+                             f"--results DIR with a writable folder") from exc
+        free_mb = shutil.disk_usage(existing).free / 2**20
+        if free_mb < MIN_FREE_MB:
+            raise StoreError(f"the disk of {existing} has {free_mb:.1f} MiB free (a sweep "
+                             f"needs at least {MIN_FREE_MB} MiB); free some space or pass "
+                             f"--results DIR on another disk")
+
+    def unreadable(self, run_id: str) -> Optional[str]:
+        """Why the run's ``record.json`` exists but cannot be used (half-written or corrupt,
+        e.g. left by a crash of an older harness), or None."""
+        path = self.run_dir(run_id) / "record.json"
+        if not path.exists():
+            return None
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if not isinstance(rec, dict) or rec.get("status") not in STATUSES:
+            return "no valid status in it"
+        return None
 
     def run_dir(self, run_id: str) -> Path:
         return self.dir / run_id
@@ -198,18 +242,25 @@ class Store:
         read = self._read_claim(run_id)
         return read[0] if read and self._live(*read) else None
 
-    def claims(self) -> dict[str, dict]:
-        """Live claims of this sweep: run id -> holder (host, pid, owner token, time)."""
+    def claims(self) -> tuple[dict[str, dict], list[str]]:
+        """The claims of this sweep: live ones (run id -> holder: host, pid, owner token,
+        time) and the run ids of stale ones (owner gone; taken over by the next run)."""
         folder = self.dir / "claims"
-        if not folder.is_dir():
-            return {}
-        out = {}
-        for p in sorted(folder.iterdir()):
+        live, stale = {}, []
+        for p in (sorted(folder.iterdir()) if folder.is_dir() else []):
             if not p.name.startswith("."):
                 holder = self.claim_holder(p.name)
                 if holder is not None:
-                    out[p.name] = holder
-        return out
+                    live[p.name] = holder
+                else:
+                    stale.append(p.name)
+        return live, stale
+
+    def started_without_record(self) -> list[str]:
+        """Runs with a log but no record: running now, or interrupted."""
+        logs = self.dir / "logs"
+        return sorted(p.stem for p in (logs.glob("*.log") if logs.is_dir() else [])
+                      if not (self.run_dir(p.stem) / "record.json").is_file())
 
     def claim(self, run_id: str) -> Optional[str]:
         """Claim ``run_id``: the owner token of the new claim, or None if another live

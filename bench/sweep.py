@@ -15,13 +15,13 @@ from .store import FINISHED, Store
 
 
 def run_sweep(cfg: SweepConfig, notes: Optional[list[str]] = None, *,
-              planner: Callable[[SweepConfig], Plan] = expand, executor: str = "local",
-              print_table: bool = True, out=print, err=None) -> int:
+              planner: Callable[[SweepConfig], Plan] = expand, print_table: bool = True,
+              out=print, err=None) -> int:
     """Run the sweep ``cfg`` (``--dry-run``: print its plan only); the exit status: 1 when a
     run of the plan is recorded failed, else 0. ``planner`` turns the configuration into
-    runs (a named grid plugs in its own); ``executor`` names where they run; ``notes`` are
-    said before the plan's own."""
-    from .executors import make_executor
+    runs (a named grid plugs in its own); ``cfg.executor`` names where they run; ``notes``
+    are said before the plan's own."""
+    from .executors import executor_notes, make_executor
     from .job import prefetch_images, record_failure, record_skip
     from .registry import missing_paper_methods
 
@@ -32,8 +32,8 @@ def run_sweep(cfg: SweepConfig, notes: Optional[list[str]] = None, *,
     validate(cfg)
     store = Store(cfg.results, cfg.name)
     store.check_writable()
-    runner = make_executor(executor, store, cfg)
-    notes += runner.notes()
+    runner = make_executor(cfg.executor, store, cfg)
+    notes += executor_notes(cfg) + runner.notes()
     if "all" in cfg.methods and missing_paper_methods():
         notes.append(f"--methods all: {', '.join(missing_paper_methods())} not available in "
                      f"this install; running the other paper methods")
@@ -42,6 +42,11 @@ def run_sweep(cfg: SweepConfig, notes: Optional[list[str]] = None, *,
         err(f"note: {note}")
     weights = check_weights(plan.specs, download=not cfg.dry_run)
     statuses = {s.run_id: store.status(s.run_id) for s in plan.specs}
+    for s in plan.specs:
+        problem = store.unreadable(s.run_id) if statuses[s.run_id] is None else None
+        if problem:
+            err(f"warning: {store.run_dir(s.run_id) / 'record.json'} is unreadable "
+                f"({problem}); the run is redone")
     todo = [s for s in plan.specs
             if statuses[s.run_id] is None or (statuses[s.run_id] == "failed" and
                                               cfg.retry_failed)]
