@@ -126,10 +126,34 @@ class SlurmExecutor(Executor):
                     jobs = [ex.submit(_slurm_task, c, *args) for c in batch]
                 running.extend(zip(jobs, batch))
 
+        def taken(spec: RunSpec) -> Optional[str]:
+            """Why another process has this run now (claimed live, or recorded since
+            planning), so no task is started only to find that out."""
+            status = self.store.status(spec.run_id)
+            if status is not None and not (status == "failed" and self.rerun_failed):
+                return f"recorded {status} by another process since planning"
+            holder = self.store.claim_holder(spec.run_id)
+            return f"claimed by pid {holder.get('pid')} on {holder.get('host')}" \
+                if holder else None
+
+        def next_chunk() -> Iterator[Outcome]:
+            """Launch the next waiting chunk without the runs another process took."""
+            while waiting:
+                chunk, left = waiting.pop(0), []
+                for spec in chunk:
+                    reason = taken(spec)
+                    if reason:
+                        yield Outcome(spec.run_id, "elsewhere", reason)
+                    else:
+                        left.append(spec)
+                if left:
+                    launch([left])
+                    return
+
         try:
-            if self.local:
-                launch([waiting.pop(0) for _ in range(min(self.array_parallelism,
-                                                          len(waiting)))])
+            if self.local:  # subprocesses: at most array_parallelism at a time
+                for _ in range(self.array_parallelism):
+                    yield from next_chunk()
             else:
                 launch(waiting)
                 waiting = []
@@ -157,8 +181,7 @@ class SlurmExecutor(Executor):
                                 results.append((spec.run_id, status, rec.get("reason")))
                     for run_id, status, reason in results:
                         yield Outcome(run_id, status, reason)
-                    if waiting:
-                        launch([waiting.pop(0)])
+                    yield from next_chunk()
         except BaseException:  # Ctrl-C or the consumer stopped: cancel, then clean up
             for job, chunk in running:
                 try:

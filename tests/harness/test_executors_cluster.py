@@ -60,9 +60,9 @@ def test_records_identical_across_local_ray_and_submitit(toy_root, tmp_path, ben
 def test_two_sweeps_with_different_executors_compute_each_run_once(toy_root, tmp_path,
                                                                     bench_env):
     res = tmp_path / "res"
-    args = ["run", "--methods", "epgood", "--set", "epgood.sleep=0.5", "--datasets",
-            str(toy_root), "--setting", "both", "--shots", "1,2", "--results", str(res),
-            "--weights", "none", "--no-table"]
+    args = ["run", "--methods", "epgood", "--set", "epgood.sleep=1.0", "--datasets",
+            str(toy_root), "--setting", "general", "--shots", "1,2", "--seeds", "2",
+            "--results", str(res), "--weights", "none", "--no-table"]
     procs = [subprocess.Popen([sys.executable, "-m", "bench.cli", *args, *extra],
                               env=bench_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
