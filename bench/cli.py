@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered methods or datasets",
                         description="List the registered methods (with their papers) or "
                                     "datasets (prepared or not, with fingerprints).")
-    ls.add_argument("what", choices=["methods", "datasets"], help="methods or datasets")
+    ls.add_argument("what", choices=["methods", "datasets", "grids"],
+                    help="methods, datasets or grids (the paper's tables and figures)")
     ls.add_argument("pattern", nargs="?", default="*",
                     help="wildcard on the names, e.g. 'dra*' (default: every name)")
     ls.add_argument("--long", action="store_true",
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML file with any of these options (keys as the long option "
                         "names, e.g. 'seed-list: [0, 1]') (default: none)")
     r.add_argument("--methods", type=_csv, default=S, metavar="LIST",
-                   help="'all' (the paper's eight), names or wildcards, comma-separated, e.g. "
+                   help="'all' (the paper's eight), 'recent' (AHL, BGAD, PReNet, anomalib:* with "
+                        "DRA), names or wildcards, comma-separated, e.g. "
                         f"'dra*,devnet' (default: {d('methods')})")
     r.add_argument("--datasets", type=_csv, default=S, metavar="LIST",
                    help="registered dataset names or folders in MVTec AD layout, "
@@ -190,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the planned runs, the workers and the weight checks, then "
                         "stop: runs nothing, records nothing, downloads nothing (default: "
                         "off)")
+    r.add_argument("--grid", default=None, metavar="NAME",
+                   help="run a named grid: the exact runs of one table or figure of the paper "
+                        "(`bench list grids`); it fixes methods, settings, shots and seeds, "
+                        "--datasets swaps its data (default: none)")
     r.add_argument("--no-table", action="store_true",
                    help="do not print the AUC-ROC table at the end (default: print it)")
     r.set_defaults(func=cmd_run)
@@ -226,9 +232,34 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--metric", default="auroc", choices=["auroc", "auprc", "auroc_seen",
                                                            "auroc_unseen"],
                     help="the number in the cells (default: auroc)")
+    rp.add_argument("--grid", default=None, metavar="NAME",
+                    help="lay out the runs of a named grid (`bench run --grid NAME`) as the "
+                         "paper's table, with a macro file per table cell; reads the sweep "
+                         "named by --name (default: none; with --grid the sweep main)")
+    rp.add_argument("--style", default="plain", choices=["plain", "paper"],
+                    help="--grid: best per row and shot group bold and second underlined "
+                         "(plain), or red and blue as the paper (default: plain)")
     rp.add_argument("--compare-paper", action="store_true", dest="compare_paper",
                     help="put the paper's published AUC-ROC beside ours (paper_comparison.*)")
     rp.set_defaults(func=cmd_report)
+
+    vf = sub.add_parser("verify", help="check our AUC-ROC against the paper's, cell by cell",
+                        description="Print every cell the paper reports whose value differs "
+                                    "from ours by more than --tol (or the paper's std, "
+                                    "whichever is larger); exit 0 when all hold, 1 when some "
+                                    "miss, 2 on a usage problem.")
+    vf.add_argument("--results", default="results", metavar="DIR",
+                    help="results folder to read (default: ./results)")
+    vf.add_argument("--name", type=_csv, default=None, metavar="LIST",
+                    help="sweeps to read; with --grid one sweep (default: every sweep; with "
+                         "--grid main)")
+    vf.add_argument("--grid", default=None, metavar="NAME",
+                    help="compare the cells of this grid's tables, Mean rows included "
+                         "(default: every run of the sweeps)")
+    vf.add_argument("--tol", type=float, default=0.02, metavar="X",
+                    help="allowed |ours - paper| in AUC-ROC; the paper's std counts when "
+                         "larger (default: 0.02)")
+    vf.set_defaults(func=cmd_verify)
 
     pf = sub.add_parser("perf", help="training/scoring throughput of methods on this device",
                         description="Time a short training run and a scoring pass of each "
@@ -298,6 +329,12 @@ def options_markdown() -> str:
 def cmd_list(args) -> int:
     from .registry import get_dataset, get_method_entry, list_datasets, list_methods
 
+    if args.what == "grids":
+        from .grids import grid_lines
+
+        for line in grid_lines():
+            print(line)
+        return 0
     names = (list_methods if args.what == "methods" else list_datasets)(args.pattern)
     if not names:
         every = (list_methods if args.what == "methods" else list_datasets)()
@@ -311,7 +348,8 @@ def cmd_list(args) -> int:
             sup = "" if e.cls.uses_labeled_anomalies else "unsupervised (shots 0)"
             extra = ", ".join(x for x in (kind, sup, f"v{e.cls.version}") if x)
             # cut at a word boundary; --long shows the whole title
-            title = textwrap.shorten(e.cls.card.paper, 70, placeholder=" …")
+            title = textwrap.shorten(e.cls.card.paper, 70, placeholder=" …",
+                                    break_on_hyphens=False)
             print(f"{n:10s} {title:70s} [{extra}]")
             if args.long:
                 c = e.cls.card
@@ -373,10 +411,40 @@ def config_from_args(args):
 
 
 def cmd_run(args) -> int:
+    from .store import Store
     from .sweep import run_sweep
 
     cfg, notes = config_from_args(args)
-    return run_sweep(cfg, notes, print_table=not args.no_table)
+
+    def planner(cfg):  # a named grid (--grid) plans its own runs
+        return plan_for_run(cfg, args, Store(cfg.results, cfg.name))
+
+    return run_sweep(cfg, notes, planner=planner, print_table=not args.no_table)
+
+
+_GRID_FIXES = ("methods", "setting", "shots", "known_classes")
+
+
+def plan_for_run(cfg, args, store):
+    """The plan of ``bench run``: the sweep's, or with ``--grid`` the grid's (its summary
+    printed, its column manifest saved in the sweep unless this is a dry run)."""
+    from .plan import ConfigError, expand
+
+    if not getattr(args, "grid", None):
+        return expand(cfg)
+    from .grids import get_grid, plan_grid
+
+    fixed = [k for k in _GRID_FIXES if k in vars(args)]
+    if fixed:
+        raise ConfigError(f"--grid {args.grid} fixes the methods, settings, shots and known "
+                          f"classes; drop --{', --'.join(f.replace('_', '-') for f in fixed)}")
+    gp = plan_grid(get_grid(args.grid), cfg,
+                   swap_datasets=cfg.datasets if "datasets" in vars(args) else None)
+    for line in gp.summary_lines():
+        print(line)
+    if not cfg.dry_run:
+        store.save_grid_manifest(args.grid, gp.manifest())
+    return gp.plan
 
 
 # -- status / report --------------------------------------------------------------------------
@@ -418,6 +486,8 @@ def cmd_report(args) -> int:
         print(f"error: unknown --format {','.join(bad)}; use markdown, csv, latex",
               file=sys.stderr)
         return 2
+    if args.grid:
+        return cmd_report_grid(args)
     out = Path(args.out) if args.out else default_report_dir(args.results, args.name)
     try:
         printed = write_report(args.results, out, args.format, args.name, args.metric,
@@ -436,6 +506,75 @@ def cmd_report(args) -> int:
     print(f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped runs; tables and "
           f"runs.csv written to {out}")
     return 0
+
+
+def cmd_report_grid(args) -> int:
+    """``bench report --grid NAME``: the paper-layout tables of one grid's runs."""
+    from .report.grid_tables import write_grid_report
+    from .report.tables import ReportError
+
+    if args.name and len(args.name) > 1:
+        print(f"error: --grid reads one sweep; got --name {','.join(args.name)}",
+              file=sys.stderr)
+        return 2
+    sweep = args.name[0] if args.name else "main"
+    out = Path(args.out) if args.out else \
+        Path("reports") / Path(args.results).expanduser().resolve().name / args.grid
+    try:
+        printed = write_grid_report(args.results, sweep, args.grid, out, args.format,
+                                    style=args.style, metric=args.metric)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for md in printed["markdown"]:
+        print(md)
+    print(f"grid {args.grid}: {', '.join(printed['files'])} written to {out}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """``bench verify``: exit 0 (every compared cell holds), 1 (some miss), 2 (usage)."""
+    from .report.tables import ReportError
+    from .report.verify import check, grid_comparison, misses, summary_comparison, \
+        verify_lines
+
+    if not args.tol >= 0:
+        print(f"error: --tol {args.tol}: use a non-negative AUC-ROC difference, e.g. 0.02",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.grid:
+            from .report.grid_tables import deviations_text, load_grid_tables, paper_number
+
+            if args.name and len(args.name) > 1:
+                raise ReportError(f"--grid reads one sweep; got --name {','.join(args.name)}")
+            _, _, runs, tables = load_grid_tables(args.results,
+                                                  args.name[0] if args.name else "main",
+                                                  args.grid)
+            comp = grid_comparison(tables, paper_number(args.grid), deviations_text(runs))
+        else:
+            from .report.tables import assign_variants, load_runs, summarize
+
+            runs = load_runs(args.results, args.name)
+            if runs.empty:
+                raise ReportError(f"no run records under {args.results}; run `bench run` "
+                                  f"first")
+            comp = summary_comparison(summarize(assign_variants(runs)))
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if comp.empty:
+        print("error: no cell of these results is in the paper's tables (Tables 1, 2 and 7 "
+              "on the paper's datasets); nothing to verify", file=sys.stderr)
+        return 2
+    comp = check(comp, args.tol)
+    if comp["holds"].map(lambda h: h is None).all():
+        print(f"error: none of the {len(comp)} cells of the paper found here has a finished "
+              f"run; nothing to verify", file=sys.stderr)
+        return 2
+    for line in verify_lines(comp, args.tol):
+        print(line)
+    return 1 if len(misses(comp)) else 0
 
 
 def cmd_perf(args) -> int:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .util import dump_json, pid_alive, replace_dir, write_files
+from .util import atomic_write, dump_json, pid_alive, replace_dir, write_files
 
 FINISHED = ("done", "skipped")
 # A claim's owner renews it every CLAIM_HEARTBEAT_S; one not renewed for CLAIM_TTL_S (an
@@ -347,7 +347,7 @@ class Store:
             return []
         return sorted(p.name for p in self.dir.iterdir()
                       if p.is_dir() and not p.name.startswith(".")
-                      and p.name not in ("logs", "claims", "executors")
+                      and p.name not in ("logs", "claims", "executors", "grids")
                       and (p / "record.json").is_file())
 
     def records(self) -> Iterator[dict]:
@@ -384,6 +384,19 @@ class Store:
             for p in self.dir.iterdir():
                 if p.name.startswith(".tmp-") or (p.name.startswith(".") and ".old-" in p.name):
                     shutil.rmtree(p, ignore_errors=True)
+
+    # -- named grids (bench/grids.py): which runs make which column of a table ----------
+    def save_grid_manifest(self, grid: str, manifest: dict) -> None:
+        """Write ``grids/<grid>.json`` atomically (the runs of the grid and their columns)."""
+        folder = self.dir / "grids"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / f"{grid}.json", dump_json(manifest))
+
+    def grid_manifest(self, grid: str) -> Optional[dict]:
+        try:
+            return json.loads((self.dir / "grids" / f"{grid}.json").read_text())
+        except (OSError, ValueError):
+            return None
 
 
 def sweep_stores(results: Path | str, names: Optional[list[str]] = None) -> list[Store]:
