@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from . import __version__
@@ -155,6 +154,32 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {d('jobs_per_gpu')})")
     r.add_argument("--workers", type=int, default=S, metavar="N",
                    help="worker processes for CPU runs (default: one per core, at most 8)")
+    r.add_argument("--executor", choices=["local", "ray", "slurm"], default=S,
+                   help="where the runs are computed: local worker processes, a Ray cluster "
+                        "(extra [ray]) or Slurm job arrays through submitit (extra [slurm]); "
+                        f"results are identical (default: {d('executor')})")
+    r.add_argument("--address", default=S, metavar="auto|HOST:PORT",
+                   help="--executor ray: the Ray cluster to join (default: start a local one "
+                        "for the sweep)")
+    r.add_argument("--slurm-partition", default=S, dest="slurm_partition", metavar="NAME",
+                   help="--executor slurm: the partition (default: the cluster's default)")
+    r.add_argument("--slurm-time", type=int, default=S, dest="slurm_time", metavar="MIN",
+                   help="--executor slurm: time limit of one array task in minutes "
+                        f"(default: {d('slurm_time')})")
+    r.add_argument("--slurm-gpus-per-task", type=int, default=S, dest="slurm_gpus_per_task",
+                   metavar="N", help="--executor slurm: GPUs of one array task; 0 runs on its "
+                                     f"CPU (default: {d('slurm_gpus_per_task')})")
+    r.add_argument("--slurm-array-parallelism", type=int, default=S,
+                   dest="slurm_array_parallelism", metavar="N",
+                   help="--executor slurm: array tasks running at a time (default: 64 on "
+                        "Slurm, one per core up to 8 with --slurm-local)")
+    r.add_argument("--slurm-runs-per-task", type=int, default=S, dest="slurm_runs_per_task",
+                   metavar="N", help="--executor slurm: runs computed one after another by one "
+                                     "array task, so short runs do not flood the scheduler "
+                                     f"(default: {d('slurm_runs_per_task')})")
+    r.add_argument("--slurm-local", action="store_true", default=S, dest="slurm_local",
+                   help="--executor slurm: run the array tasks on this machine through "
+                        "submitit's local executor, no Slurm needed (default: off)")
     r.add_argument("--retry-failed", action="store_true", default=S, dest="retry_failed",
                    help="rerun the runs recorded as failed (default: keep their records)")
     r.add_argument("--save-models", action="store_true", default=S, dest="save_models",
@@ -423,109 +448,15 @@ def config_from_args(args):
 
 
 def cmd_run(args) -> int:
-    from .executors.local import plan_slots, run_local, slot_notes
-    from .plan import effective_preset, validate
-    from .registry import missing_paper_methods
-    from .job import prefetch_images, record_failure, record_skip
-    from .store import FINISHED, Store
+    from .store import Store
+    from .sweep import run_sweep
 
-    # Everything that can be checked without reading data is checked first, so a bad option
-    # never costs a planning pass, and nothing starts (no worker, no folder) before it holds.
     cfg, notes = config_from_args(args)
-    validate(cfg)
-    store = Store(cfg.results, cfg.name)
-    store.check_writable()
-    slots = plan_slots(cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
-    notes += slot_notes(slots, cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
-    if "all" in cfg.methods and missing_paper_methods():
-        notes.append(f"--methods all: {', '.join(missing_paper_methods())} not available in "
-                     f"this install; running the other paper methods")
-    plan = plan_for_run(cfg, args, store)
-    for note in notes + plan.notes:
-        print(f"note: {note}", file=sys.stderr)
-    weights = check_weights(plan.specs, download=not cfg.dry_run)
-    statuses = {s.run_id: store.status(s.run_id) for s in plan.specs}
-    todo = [s for s in plan.specs
-            if statuses[s.run_id] is None or (statuses[s.run_id] == "failed" and
-                                              cfg.retry_failed)]
-    n_fin = sum(1 for s in plan.specs if statuses[s.run_id] in FINISHED)
-    n_failed = sum(1 for s in plan.specs if statuses[s.run_id] == "failed")
-    preset = effective_preset(cfg)
-    n_planned = len(plan.specs) + len(plan.skipped) + len(plan.failed)
-    print(f"sweep {cfg.name!r} (preset {preset}): {n_planned} runs "
-          f"planned, {n_fin} already finished, {len(plan.skipped)} unavailable (skipped), "
-          + (f"{len(plan.failed)} failed while planning, " if plan.failed else "")
-          + f"{len(todo)} to run" + (f", {n_failed} failed kept (--retry-failed reruns them)"
-                                     if n_failed and not cfg.retry_failed else ""))
-    for line in (reason_lines([(s.label, r) for s, r in plan.skipped], "skipped") +
-                 reason_lines([(s.label, r) for s, r in plan.failed], "failed")):
-        print(line, file=sys.stderr)
-    slots = slots[:len(todo)] or slots[:1]
-    workers_line = f"{len(slots)} worker(s): {', '.join(sl.describe() for sl in slots)}"
-    if cfg.dry_run:
-        for s in plan.specs:
-            st = statuses[s.run_id] or ("todo" if s in todo else "")
-            print(f"  {s.run_id}  {st:8s} {s.label}")
-        for s, reason in plan.skipped:
-            print(f"  {s.run_id}  skipped  {s.label}: {reason}")
-        for s, reason in plan.failed:
-            print(f"  {s.run_id}  failed   {s.label}: {reason}")
-        for line in weights:
-            print(line)
-        print(f"would run on {workers_line}; results in {store.dir}" if todo else
-              f"nothing to run; results in {store.dir}")
-        print(f"{n_planned} runs ({len(todo)} to run)")
-        return 0
-    store.clean_temp()
-    for s, reason in plan.skipped:
-        if store.status(s.run_id) is None:
-            record_skip(s, store, reason)
-    for s, reason in plan.failed:
-        if store.status(s.run_id) is None or cfg.retry_failed:
-            record_failure(s, store, reason)
-    if todo:
-        prefetch_images(todo)  # every image decoded once now: a broken file stops us here
-        print(f"{workers_line}; logs in {store.dir / 'logs'}")
-        from tqdm import tqdm
 
-        # in a log file (no terminal), update rarely instead of flooding it
-        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
-        counts = {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
-        reasons: dict[str, list[tuple[str, str]]] = {"failed": [], "skipped": []}
+    def planner(cfg):  # a named grid (--grid) plans its own runs
+        return plan_for_run(cfg, args, Store(cfg.results, cfg.name))
 
-        def on_result(spec, status):
-            counts[status] = counts.get(status, 0) + 1
-            bar.set_postfix(done=counts["done"], failed=counts["failed"],
-                            skipped=counts["skipped"], left=len(todo) - sum(counts.values()),
-                            refresh=False)
-            bar.update(1)
-            if status in reasons:
-                reason = _record_reason(store, spec.run_id)
-                reasons[status].append((spec.label, reason))
-                if status == "failed":
-                    bar.write(f"failed: {spec.label}: {reason.splitlines()[0][:200]} (see "
-                              f"{store.log_path(spec.run_id)})")
-
-        t0 = time.time()
-        try:
-            run_local(todo, store, slots, save_models=cfg.save_models,
-                      deterministic=cfg.deterministic, on_result=on_result)
-        finally:  # also on Ctrl-C: end the bar's line before the interruption message
-            bar.close()
-        print(f"finished in {time.time() - t0:.0f} s: {counts['done']} done, "
-              f"{counts['failed']} failed, {counts['skipped']} skipped"
-              + (f", {counts['elsewhere']} left to another `bench run` on the same results "
-                 f"(running or finished there)" if counts["elsewhere"] else ""))
-        for line in reason_lines(reasons["skipped"], "skipped") + \
-                reason_lines(reasons["failed"], "failed"):
-            print(line, file=sys.stderr)
-    if not args.no_table:
-        _print_plan_table(store, [s.run_id for s in plan.specs] +
-                          [s.run_id for s, _ in plan.skipped + plan.failed])
-    failed = sum(1 for s in plan.specs + [f for f, _ in plan.failed]
-                 if store.status(s.run_id) == "failed")
-    return 1 if failed else 0
+    return run_sweep(cfg, notes, planner=planner, print_table=not args.no_table)
 
 
 _GRID_FIXES = ("methods", "setting", "shots", "known_classes")
@@ -555,71 +486,6 @@ def plan_for_run(cfg, args, store):
     return gp.plan
 
 
-def _record_reason(store, run_id: str) -> str:
-    rec = store.record(run_id)
-    return str(rec.get("reason") or "no reason recorded") if rec else "no record written"
-
-
-def check_weights(specs, *, download: bool = True) -> list[str]:
-    """Pretrained weights the runs need, checked before the sweep starts. A real run fails
-    at once naming the exact missing file (instead of failing every run); a dry run
-    (``download=False``) never downloads and returns one line per checkpoint instead."""
-    from .plan import ConfigError
-    from .registry import create_method
-
-    needed = set()
-    for spec in specs:
-        if spec.weights != "none":
-            for arch in create_method(spec.method, **spec.params).backbones():
-                needed.add((arch, spec.weights))
-    if not needed:
-        return []
-    from .methods.common.backbones import WeightsUnavailable, resolve_weights_file
-
-    lines = []
-    for arch, weights in sorted(needed):
-        try:
-            path = resolve_weights_file(arch, weights, download=download)
-        except WeightsUnavailable as exc:
-            if download:
-                raise ConfigError(str(exc)) from exc
-            lines.append(f"weights for {arch} ({weights}) missing: {exc}")
-        else:
-            lines.append(f"weights for {arch} ({weights}): {path}")
-    return lines
-
-
-def _print_plan_table(store, run_ids: list[str]) -> None:
-    """The tables of exactly the runs of this sweep's plan, built as `bench report` builds
-    them (one configuration per cell)."""
-    from .report.tables import build_tables, frame_from_entries
-
-    runs = frame_from_entries(store.entries(run_ids))
-    if runs.empty:
-        return
-    tables, _, _ = build_tables(runs)
-    for t in tables:
-        print("\n" + t.markdown())
-
-
-def reason_lines(items: list[tuple[str, str]], status: str, limit: int = 3) -> list[str]:
-    """Console lines for (label, reason) pairs of skipped or failed runs: one per run, or
-    one per reason shared by several runs (with a few of their labels)."""
-    by_reason: dict[str, list[str]] = {}
-    for label, reason in items:
-        by_reason.setdefault(str(reason).strip().splitlines()[0] if reason else
-                             "no reason recorded", []).append(label)
-    lines = []
-    for reason, labels in by_reason.items():
-        if len(labels) == 1:
-            lines.append(f"{status}: {labels[0]}: {reason}")
-        else:
-            shown = "; ".join(labels[:limit]) + (f"; and {len(labels) - limit} more"
-                                                 if len(labels) > limit else "")
-            lines.append(f"{status} {len(labels)} runs: {reason} ({shown})")
-    return lines
-
-
 # -- status / report --------------------------------------------------------------------------
 def cmd_status(args) -> int:
     from .store import StoreError, sweep_stores
@@ -634,12 +500,15 @@ def cmd_status(args) -> int:
         recs = list(store.records())
         counts = {k: sum(1 for r in recs if r.get("status") == k)
                   for k in ("done", "failed", "skipped")}
-        logs = store.dir / "logs"
-        running = [p.stem for p in logs.glob("*.log")] if logs.is_dir() else []
-        unfinished = [r for r in running if not (store.run_dir(r) / "record.json").is_file()]
+        live, stale = store.claims()
+        running = [r for r in live if store.status(r) is None]
+        interrupted = [r for r in store.started_without_record() if r not in live]
+        hosts = sorted({str(h.get("host")) for h in live.values()})
         print(f"{store.sweep}: {counts['done']} done, {counts['failed']} failed, "
-              f"{counts['skipped']} skipped, {len(unfinished)} started without a record "
-              f"(running or interrupted)")
+              f"{counts['skipped']} skipped, {len(running)} running (claimed"
+              + (f" on {', '.join(hosts)}" if hosts else "") + f"), {len(stale)} stale "
+              f"claim(s) (owner gone; taken over by the next run), {len(interrupted)} "
+              f"started without a record (interrupted)")
         for r in recs:
             if r.get("status") == "failed":
                 print(f"  failed {r['run_id']} {r.get('method')} {r.get('dataset')}/"

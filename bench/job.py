@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import subprocess
+import threading
 import time
 import traceback
 import warnings
@@ -135,16 +136,17 @@ def prefetch_images(specs: list[RunSpec], cache_dir: Optional[Path] = None,
 
 
 def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
-    """Rebuild the split of ``spec`` from the data on disk and load its images (decoded-image
-    cache). Fails if the data changed since the sweep was planned."""
+    """The split of ``spec`` (the one planning built, or drawn again for a spec read back
+    from a file) and its images (decoded-image cache). Fails if the data changed since the
+    sweep was planned."""
     from .datasets.cache import load_images, load_outliers
     from .protocol import make_split
 
     size = _img_size(spec)
     index = _subset_index(spec)
-    split = make_split(index, dataset=spec.dataset, setting=spec.setting, shots=spec.shots,
-                       seed=spec.split_seed, known_class=spec.known_class,
-                       train_cap=spec.train_cap)
+    split = spec.split or make_split(index, dataset=spec.dataset, setting=spec.setting,
+                                     shots=spec.shots, seed=spec.split_seed,
+                                     known_class=spec.known_class, train_cap=spec.train_cap)
     if split.manifest_hash != spec.split_hash:
         raise RuntimeError(f"split manifest {split.manifest_hash} differs from the planned "
                            f"{spec.split_hash}; the protocol code or the data changed")
@@ -304,3 +306,64 @@ def record_skip(spec: RunSpec, store: Store, reason: str) -> None:
     """Record a run the planner already knows cannot be built (e.g. too few images)."""
     store.write(RunRecord.for_spec(spec, store.sweep, "skipped", reason=reason,
                                    finished=now()))
+
+
+def configure_torch(threads: Optional[int] = None, deterministic: bool = False) -> None:
+    """Set up torch in a worker process before its first run: its CPU thread budget and,
+    with ``--deterministic``, deterministic kernels where torch has them (warn where it has
+    none) and no cuDNN autotuning. ``CUBLAS_WORKSPACE_CONFIG`` must be set before CUDA
+    starts, so call this before anything touches the GPU."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def run_claimed(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: bool = False,
+                rerun_failed: bool = False) -> tuple[str, Optional[str]]:
+    """Compute ``spec`` in this process under a claim on it, wherever this process runs
+    (local worker, Ray task, Slurm array task): (status, reason). ``elsewhere`` when another
+    live process holds the run or a record appeared since planning (only a ``failed`` one
+    is redone, and only with ``rerun_failed``). The claim is renewed while the run runs and
+    released once its record is written; the run's log goes to ``store.log_path``."""
+    from .store import CLAIM_HEARTBEAT_S
+
+    token = store.claim(spec.run_id)
+    if token is None:
+        holder = store.claim_holder(spec.run_id) or {}
+        return "elsewhere", (f"claimed by pid {holder.get('pid')} on {holder.get('host')}"
+                             if holder else "claimed by another process")
+    try:
+        status = store.status(spec.run_id)
+        if status is not None and not (status == "failed" and rerun_failed):
+            return "elsewhere", f"recorded {status} by another process since planning"
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(CLAIM_HEARTBEAT_S):
+                store.heartbeat(spec.run_id, token)
+
+        beater = threading.Thread(target=beat, daemon=True, name=f"claim-{spec.run_id}")
+        beater.start()
+        log_path = store.log_path(spec.run_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(log_path, "a", buffering=1) as logf:
+                def log(text: str) -> None:
+                    logf.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+
+                status = execute(spec, store, device=device, save_model=save_model, log=log)
+        finally:
+            stop.set()
+        record = store.record(spec.run_id) or {}
+        return status, record.get("reason")
+    finally:
+        store.release(spec.run_id, token)

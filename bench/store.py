@@ -10,9 +10,11 @@ runs). ``done`` and ``skipped`` count as finished; ``failed`` runs are rerun wit
 ``--retry-failed``.
 
 Claims (``<results>/<sweep>/claims/<run id>``) stop two ``bench run`` processes sharing a
-results folder from computing the same run: a run is claimed before it starts and released
-when its record is written. A claim whose process is gone (same host) or that is older than
-``CLAIM_TTL_S`` (another host) is stale and taken over, so a killed sweep resumes.
+results folder, with any executors on any machines, from computing the same run: the
+process that computes a run claims it first (host, pid, an owner token), renews the claim
+while it runs (heartbeat) and releases it when its record is written. A claim whose process
+is gone (same host) or whose heartbeat is older than ``CLAIM_TTL_S`` (another host) is
+stale and taken over, so a killed sweep resumes.
 """
 from __future__ import annotations
 
@@ -26,12 +28,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .util import dump_json, pid_alive, replace_dir, write_files
+from .util import atomic_write, dump_json, pid_alive, replace_dir, write_files
 
 FINISHED = ("done", "skipped")
-CLAIM_TTL_S = 24 * 3600
+# A claim's owner renews it every CLAIM_HEARTBEAT_S; one not renewed for CLAIM_TTL_S (an
+# owner on another host that died) is stale and taken over.
+CLAIM_HEARTBEAT_S = 30.0
+CLAIM_TTL_S = 600.0
 STATUSES = ("done", "failed", "skipped")
 METRIC_FIELDS = ("auroc", "auprc", "n_test", "n_test_anomalies", "auroc_seen", "auroc_unseen")
+
+
+MIN_FREE_MB = 64
+
+
+def probe_write(folder: Path) -> None:
+    """Create and remove a small file in ``folder``: the one test that catches a read-only
+    filesystem or a full disk (permission bits do not, e.g. for root)."""
+    path = folder / f".bench-write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    finally:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def now() -> str:
@@ -111,8 +135,9 @@ class Store:
         self.sweep = sweep
 
     def check_writable(self) -> None:
-        """Fail before any work when the sweep folder cannot be created or written (the
-        results path, or a folder above it, is a file; no write permission)."""
+        """Fail before any work, writing nothing, when the sweep folder cannot be created or
+        written: the results path (or a folder above it) is a file, no write permission, a
+        read-only filesystem, or under ``MIN_FREE_MB`` free on its disk."""
         existing = next(p for p in (self.dir, *self.dir.parents) if p.exists())
         if not existing.is_dir():
             raise StoreError(f"{existing} is a file, not a folder, so {self.dir} cannot be "
@@ -120,9 +145,38 @@ class Store:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise StoreError(f"cannot write under {existing} (permission denied); pass "
                              f"--results DIR with a folder you can write to")
+        try:
+            probe_write(existing)
+        except OSError as exc:
+            raise StoreError(f"cannot write under {existing}: {exc.strerror or exc}; pass "
+                             f"--results DIR with a writable folder") from exc
+        free_mb = shutil.disk_usage(existing).free / 2**20
+        if free_mb < MIN_FREE_MB:
+            raise StoreError(f"the disk of {existing} has {free_mb:.1f} MiB free (a sweep "
+                             f"needs at least {MIN_FREE_MB} MiB); free some space or pass "
+                             f"--results DIR on another disk")
+
+    def unreadable(self, run_id: str) -> Optional[str]:
+        """Why the run's ``record.json`` exists but cannot be used (half-written or corrupt,
+        e.g. left by a crash of an older harness), or None."""
+        path = self.run_dir(run_id) / "record.json"
+        if not path.exists():
+            return None
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if not isinstance(rec, dict) or rec.get("status") not in STATUSES:
+            return "no valid status in it"
+        return None
 
     def run_dir(self, run_id: str) -> Path:
         return self.dir / run_id
+
+    def executor_dir(self, name: str) -> Path:
+        """Where executor ``name`` keeps its own files for this sweep (submitit's job
+        files)."""
+        return self.dir / "executors" / name
 
     def log_path(self, run_id: str) -> Path:
         return self.dir / "logs" / f"{run_id}.log"
@@ -166,42 +220,123 @@ class Store:
     def _claim_path(self, run_id: str) -> Path:
         return self.dir / "claims" / run_id
 
-    def claim_holder(self, run_id: str) -> Optional[dict]:
-        """Who holds a live claim on ``run_id`` (None if unclaimed or stale)."""
+    def _read_claim(self, run_id: str) -> Optional[tuple[dict, float]]:
         path = self._claim_path(run_id)
         try:
             info = json.loads(path.read_text())
             age = time.time() - path.stat().st_mtime
         except (OSError, ValueError):
             return None
-        if info.get("host") == socket.gethostname():
-            return info if pid_alive(info.get("pid")) else None  # gone: the claim is stale
-        return info if age < CLAIM_TTL_S else None
+        return (info, age) if isinstance(info, dict) else ({}, age)
 
-    def claim(self, run_id: str) -> bool:
-        """Claim ``run_id`` for this process; False if another live process holds it."""
+    @staticmethod
+    def _live(info: dict, age: float) -> bool:
+        """A claim is live while its owner beats: on this host, while its process runs;
+        on another host, while its heartbeat is younger than ``CLAIM_TTL_S``."""
+        if info.get("host") == socket.gethostname() and "pid" in info:
+            return pid_alive(info.get("pid"))
+        return age < CLAIM_TTL_S
+
+    def claim_holder(self, run_id: str) -> Optional[dict]:
+        """Who holds a live claim on ``run_id`` (None if unclaimed or stale)."""
+        read = self._read_claim(run_id)
+        return read[0] if read and self._live(*read) else None
+
+    def claims(self) -> tuple[dict[str, dict], list[str]]:
+        """The claims of this sweep: live ones (run id -> holder: host, pid, owner token,
+        time) and the run ids of stale ones (owner gone; taken over by the next run)."""
+        folder = self.dir / "claims"
+        live, stale = {}, []
+        for p in (sorted(folder.iterdir()) if folder.is_dir() else []):
+            if not p.name.startswith("."):
+                holder = self.claim_holder(p.name)
+                if holder is not None:
+                    live[p.name] = holder
+                else:
+                    stale.append(p.name)
+        return live, stale
+
+    def started_without_record(self) -> list[str]:
+        """Runs with a log but no record: running now, or interrupted."""
+        logs = self.dir / "logs"
+        return sorted(p.stem for p in (logs.glob("*.log") if logs.is_dir() else [])
+                      if not (self.run_dir(p.stem) / "record.json").is_file())
+
+    def claim(self, run_id: str) -> Optional[str]:
+        """Claim ``run_id``: the owner token of the new claim, or None if another live
+        owner holds it. A stale claim (owner gone, or no heartbeat for ``CLAIM_TTL_S``) is
+        taken over; of two processes taking one over at once, one wins."""
         path = self._claim_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        for _ in range(2):
+        token = uuid.uuid4().hex
+        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": token,
+                         "time": now()})
+        for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                holder = self.claim_holder(run_id)
-                if holder is not None and holder.get("pid") != os.getpid():
-                    return False
-                try:  # stale (or our own): take it over
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+                read = self._read_claim(run_id)
+                if read is None:
+                    continue  # released meanwhile
+                if self._live(*read):
+                    return None
+                self._take_over(path, read[0])
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(me)
-            return True
-        return False
+            return token
+        return None
 
-    def release(self, run_id: str) -> None:
+    @staticmethod
+    def _take_over(path: Path, stale: dict) -> None:
+        """Move the stale claim ``stale`` out of the way: renamed aside (atomic, so only one
+        taker gets it), then put back if what was moved is not the claim judged stale (a
+        new owner claimed it in between)."""
+        aside = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = json.loads(aside.read_text())
+        except (OSError, ValueError):
+            moved = stale
+        if moved != stale:
+            try:
+                os.link(aside, path)  # never over a claim made meanwhile
+            except OSError:
+                pass
+        aside.unlink(missing_ok=True)
+
+    def heartbeat(self, run_id: str, token: str) -> bool:
+        """Renew the claim ``token`` holds (its file's time); False if it is no longer ours
+        (taken over after a stall longer than ``CLAIM_TTL_S``)."""
+        read = self._read_claim(run_id)
+        if read is None or read[0].get("token") != token:
+            return False
+        try:
+            os.utime(self._claim_path(run_id))
+        except OSError:
+            return False
+        return True
+
+    def release_if_stale(self, run_id: str) -> bool:
+        """Remove the claim on ``run_id`` unless a live owner holds it (an executor cleaning
+        up after a task it cancelled or lost); True when no live owner holds it."""
+        read = self._read_claim(run_id)
+        if read is not None and self._live(*read):
+            return False
+        if read is not None:
+            self._take_over(self._claim_path(run_id), read[0])
+        return True
+
+    def release(self, run_id: str, token: Optional[str] = None) -> None:
+        """Drop the claim on ``run_id``: the one ``token`` holds, or (no token: the sweep
+        cleaning up after a worker it stopped or lost) whichever is there."""
+        if token is not None:
+            read = self._read_claim(run_id)
+            if read is None or read[0].get("token") != token:
+                return
         try:
             self._claim_path(run_id).unlink()
         except FileNotFoundError:
@@ -212,7 +347,7 @@ class Store:
             return []
         return sorted(p.name for p in self.dir.iterdir()
                       if p.is_dir() and not p.name.startswith(".")
-                      and p.name not in ("logs", "claims")
+                      and p.name not in ("logs", "claims", "executors", "grids")
                       and (p / "record.json").is_file())
 
     def records(self) -> Iterator[dict]:
@@ -250,15 +385,12 @@ class Store:
                 if p.name.startswith(".tmp-") or (p.name.startswith(".") and ".old-" in p.name):
                     shutil.rmtree(p, ignore_errors=True)
 
-
     # -- named grids (bench/grids.py): which runs make which column of a table ----------
     def save_grid_manifest(self, grid: str, manifest: dict) -> None:
         """Write ``grids/<grid>.json`` atomically (the runs of the grid and their columns)."""
         folder = self.dir / "grids"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{grid}.{os.getpid()}.tmp"
-        tmp.write_text(dump_json(manifest))
-        os.replace(tmp, folder / f"{grid}.json")
+        atomic_write(folder / f"{grid}.json", dump_json(manifest))
 
     def grid_manifest(self, grid: str) -> Optional[dict]:
         try:

@@ -296,8 +296,7 @@ def check_dataset(ds, data_root) -> CheckReport:
         except LayoutError as exc:
             report.errors.append(str(exc))
             return report
-        if isinstance(ds, FolderDataset) and ds.only_subsets:
-            found = ds.only_subsets
+        found = ds.only_subsets or found
         expected = ds.expected_subsets(data_root) if converted else list(found)
         missing = [s for s in expected if s not in found]
         if missing:
