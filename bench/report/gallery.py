@@ -17,7 +17,7 @@ def gallery_examples(names: list[str], data_root: Optional[Path] = None, *, per_
     from ..datasets.base import default_data_root
     from ..datasets.images import load_image
     from ..datasets.layout import read_subset
-    from ..plan import dataset_label, dataset_subsets, resolve_dataset
+    from ..plan import dataset_subsets, resolve_dataset
 
     root_dir = Path(data_root).expanduser() if data_root else default_data_root()
     out = {}
@@ -33,7 +33,7 @@ def gallery_examples(names: list[str], data_root: Optional[Path] = None, *, per_
                     if depth < len(index.anomalies[c]) and len(picks) < per_row:
                         picks.append((load_image(root / index.anomalies[c][depth], size), c))
                 depth += 1
-            label = dataset_label(ds)
+            label = ds.label
             out[f"{label}/{sub}" if label != sub else sub] = normal + picks
     return out
 
