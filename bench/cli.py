@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from . import __version__
@@ -63,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered methods or datasets",
                         description="List the registered methods (with their papers) or "
                                     "datasets (prepared or not, with fingerprints).")
-    ls.add_argument("what", choices=["methods", "datasets"], help="methods or datasets")
+    ls.add_argument("what", choices=["methods", "datasets", "grids"],
+                    help="methods, datasets or grids (the paper's tables and figures)")
     ls.add_argument("pattern", nargs="?", default="*",
                     help="wildcard on the names, e.g. 'dra*' (default: every name)")
     ls.add_argument("--long", action="store_true",
@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML file with any of these options (keys as the long option "
                         "names, e.g. 'seed-list: [0, 1]') (default: none)")
     r.add_argument("--methods", type=_csv, default=S, metavar="LIST",
-                   help="'all' (the paper's eight), names or wildcards, comma-separated, e.g. "
+                   help="'all' (the paper's eight), 'recent' (AHL, BGAD, PReNet, anomalib:* with "
+                        "DRA), names or wildcards, comma-separated, e.g. "
                         f"'dra*,devnet' (default: {d('methods')})")
     r.add_argument("--datasets", type=_csv, default=S, metavar="LIST",
                    help="registered dataset names or folders in MVTec AD layout, "
@@ -153,6 +154,32 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {d('jobs_per_gpu')})")
     r.add_argument("--workers", type=int, default=S, metavar="N",
                    help="worker processes for CPU runs (default: one per core, at most 8)")
+    r.add_argument("--executor", choices=["local", "ray", "slurm"], default=S,
+                   help="where the runs are computed: local worker processes, a Ray cluster "
+                        "(extra [ray]) or Slurm job arrays through submitit (extra [slurm]); "
+                        f"results are identical (default: {d('executor')})")
+    r.add_argument("--address", default=S, metavar="auto|HOST:PORT",
+                   help="--executor ray: the Ray cluster to join (default: start a local one "
+                        "for the sweep)")
+    r.add_argument("--slurm-partition", default=S, dest="slurm_partition", metavar="NAME",
+                   help="--executor slurm: the partition (default: the cluster's default)")
+    r.add_argument("--slurm-time", type=int, default=S, dest="slurm_time", metavar="MIN",
+                   help="--executor slurm: time limit of one array task in minutes "
+                        f"(default: {d('slurm_time')})")
+    r.add_argument("--slurm-gpus-per-task", type=int, default=S, dest="slurm_gpus_per_task",
+                   metavar="N", help="--executor slurm: GPUs of one array task; 0 runs on its "
+                                     f"CPU (default: {d('slurm_gpus_per_task')})")
+    r.add_argument("--slurm-array-parallelism", type=int, default=S,
+                   dest="slurm_array_parallelism", metavar="N",
+                   help="--executor slurm: array tasks running at a time (default: 64 on "
+                        "Slurm, one per core up to 8 with --slurm-local)")
+    r.add_argument("--slurm-runs-per-task", type=int, default=S, dest="slurm_runs_per_task",
+                   metavar="N", help="--executor slurm: runs computed one after another by one "
+                                     "array task, so short runs do not flood the scheduler "
+                                     f"(default: {d('slurm_runs_per_task')})")
+    r.add_argument("--slurm-local", action="store_true", default=S, dest="slurm_local",
+                   help="--executor slurm: run the array tasks on this machine through "
+                        "submitit's local executor, no Slurm needed (default: off)")
     r.add_argument("--retry-failed", action="store_true", default=S, dest="retry_failed",
                    help="rerun the runs recorded as failed (default: keep their records)")
     r.add_argument("--save-models", action="store_true", default=S, dest="save_models",
@@ -165,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the planned runs, the workers and the weight checks, then "
                         "stop: runs nothing, records nothing, downloads nothing (default: "
                         "off)")
+    r.add_argument("--grid", default=None, metavar="NAME",
+                   help="run a named grid: the exact runs of one table or figure of the paper "
+                        "(`bench list grids`); it fixes methods, settings, shots and seeds, "
+                        "--datasets swaps its data (default: none)")
     r.add_argument("--no-table", action="store_true",
                    help="do not print the AUC-ROC table at the end (default: print it)")
     r.set_defaults(func=cmd_run)
@@ -196,14 +227,40 @@ def build_parser() -> argparse.ArgumentParser:
                          "reports/<results folder name>/<sweep>/)")
     rp.add_argument("--format", type=_csv, default=["markdown", "csv", "latex"],
                     metavar="LIST",
-                    help="table formats, comma-separated: markdown, csv, latex "
-                         "(default: all three)")
+                    help="table formats, comma-separated: markdown, csv, latex; with --grid "
+                         "also html (one self-contained page with figures and statistics) "
+                         "(default: markdown, csv and latex)")
     rp.add_argument("--metric", default="auroc", choices=["auroc", "auprc", "auroc_seen",
                                                            "auroc_unseen"],
                     help="the number in the cells (default: auroc)")
+    rp.add_argument("--grid", default=None, metavar="NAME",
+                    help="lay out the runs of a named grid (`bench run --grid NAME`) as the "
+                         "paper's table, with a macro file per table cell; reads the sweep "
+                         "named by --name (default: none; with --grid the sweep main)")
+    rp.add_argument("--style", default="plain", choices=["plain", "paper"],
+                    help="--grid: best per row and shot group bold and second underlined "
+                         "(plain), or red and blue as the paper (default: plain)")
     rp.add_argument("--compare-paper", action="store_true", dest="compare_paper",
                     help="put the paper's published AUC-ROC beside ours (paper_comparison.*)")
     rp.set_defaults(func=cmd_report)
+
+    vf = sub.add_parser("verify", help="check our AUC-ROC against the paper's, cell by cell",
+                        description="Print every cell the paper reports whose value differs "
+                                    "from ours by more than --tol (or the paper's std, "
+                                    "whichever is larger); exit 0 when all hold, 1 when some "
+                                    "miss, 2 on a usage problem.")
+    vf.add_argument("--results", default="results", metavar="DIR",
+                    help="results folder to read (default: ./results)")
+    vf.add_argument("--name", type=_csv, default=None, metavar="LIST",
+                    help="sweeps to read; with --grid one sweep (default: every sweep; with "
+                         "--grid main)")
+    vf.add_argument("--grid", default=None, metavar="NAME",
+                    help="compare the cells of this grid's tables, Mean rows included "
+                         "(default: every run of the sweeps)")
+    vf.add_argument("--tol", type=float, default=0.02, metavar="X",
+                    help="allowed |ours - paper| in AUC-ROC; the paper's std counts when "
+                         "larger (default: 0.02)")
+    vf.set_defaults(func=cmd_verify)
 
     pf = sub.add_parser("perf", help="training/scoring throughput of methods on this device",
                         description="Time a short training run and a scoring pass of each "
@@ -229,8 +286,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .datasets.commands import add_data_parser
 
-    add_data_parser(sub)
+    add_gallery_parser(add_data_parser(sub))
     return p
+
+
+def add_gallery_parser(data: argparse.ArgumentParser) -> None:
+    """``bench data gallery``: the paper's Fig. 4 for prepared datasets."""
+    action = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
+    g = action.add_parser("gallery", help="figure of normal and anomalous example images "
+                                          "per subset (the paper's Fig. 4)",
+                          description="Draw the first normal test images and one anomaly "
+                                      "per class of every subset of the named datasets.")
+    g.add_argument("names", nargs="+", metavar="NAME",
+                   help="dataset names or MVTec-layout folders")
+    g.add_argument("--data-root", default=None, dest="data_root", metavar="DIR",
+                   help=DATA_ROOT_HELP)
+    g.add_argument("--subsets", type=_csv, default=None, metavar="LIST",
+                   help="only these subsets (default: every subset)")
+    g.add_argument("--per-row", type=int, default=4, dest="per_row", metavar="N",
+                   help="images per row, normal and anomalous (default: 4)")
+    g.add_argument("--size", type=int, default=96, metavar="PX",
+                   help="image side in pixels (default: 96)")
+    g.add_argument("--out", default="reports/gallery", metavar="STEM",
+                   help="output path without extension; .png and .pdf are written "
+                        "(default: reports/gallery)")
+    g.set_defaults(func=cmd_data_gallery)
+
+
+def cmd_data_gallery(args) -> int:
+    from .report.gallery import write_gallery
+
+    if args.per_row < 1 or args.size < 8:
+        print(f"error: --per-row {args.per_row} / --size {args.size}: use at least 1 image "
+              f"per row and 8 pixels", file=sys.stderr)
+        return 2
+    paths = write_gallery(args.names, args.out, args.data_root, per_row=args.per_row,
+                          size=args.size, subsets=args.subsets)
+    print("gallery written to " + ", ".join(map(str, paths)))
+    return 0
 
 
 def subcommands(parser: argparse.ArgumentParser, path: tuple = ()):
@@ -275,6 +368,12 @@ def options_markdown() -> str:
 def cmd_list(args) -> int:
     from .registry import get_dataset, get_method_entry, list_datasets, list_methods
 
+    if args.what == "grids":
+        from .grids import grid_lines
+
+        for line in grid_lines():
+            print(line)
+        return 0
     names = (list_methods if args.what == "methods" else list_datasets)(args.pattern)
     if not names:
         every = (list_methods if args.what == "methods" else list_datasets)()
@@ -288,7 +387,8 @@ def cmd_list(args) -> int:
             sup = "" if e.cls.uses_labeled_anomalies else "unsupervised (shots 0)"
             extra = ", ".join(x for x in (kind, sup, f"v{e.cls.version}") if x)
             # cut at a word boundary; --long shows the whole title
-            title = textwrap.shorten(e.cls.card.paper, 70, placeholder=" …")
+            title = textwrap.shorten(e.cls.card.paper, 70, placeholder=" …",
+                                    break_on_hyphens=False)
             print(f"{n:10s} {title:70s} [{extra}]")
             if args.long:
                 c = e.cls.card
@@ -350,174 +450,42 @@ def config_from_args(args):
 
 
 def cmd_run(args) -> int:
-    from .executors.local import plan_slots, run_local, slot_notes
-    from .plan import effective_preset, expand, validate
-    from .registry import missing_paper_methods
-    from .job import prefetch_images, record_failure, record_skip
-    from .store import FINISHED, Store
+    from .store import Store
+    from .sweep import run_sweep
 
-    # Everything that can be checked without reading data is checked first, so a bad option
-    # never costs a planning pass, and nothing starts (no worker, no folder) before it holds.
     cfg, notes = config_from_args(args)
-    validate(cfg)
-    store = Store(cfg.results, cfg.name)
-    store.check_writable()
-    slots = plan_slots(cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
-    notes += slot_notes(slots, cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
-    if "all" in cfg.methods and missing_paper_methods():
-        notes.append(f"--methods all: {', '.join(missing_paper_methods())} not available in "
-                     f"this install; running the other paper methods")
-    plan = expand(cfg)
-    for note in notes + plan.notes:
-        print(f"note: {note}", file=sys.stderr)
-    weights = check_weights(plan.specs, download=not cfg.dry_run)
-    statuses = {s.run_id: store.status(s.run_id) for s in plan.specs}
-    todo = [s for s in plan.specs
-            if statuses[s.run_id] is None or (statuses[s.run_id] == "failed" and
-                                              cfg.retry_failed)]
-    n_fin = sum(1 for s in plan.specs if statuses[s.run_id] in FINISHED)
-    n_failed = sum(1 for s in plan.specs if statuses[s.run_id] == "failed")
-    preset = effective_preset(cfg)
-    n_planned = len(plan.specs) + len(plan.skipped) + len(plan.failed)
-    print(f"sweep {cfg.name!r} (preset {preset}): {n_planned} runs "
-          f"planned, {n_fin} already finished, {len(plan.skipped)} unavailable (skipped), "
-          + (f"{len(plan.failed)} failed while planning, " if plan.failed else "")
-          + f"{len(todo)} to run" + (f", {n_failed} failed kept (--retry-failed reruns them)"
-                                     if n_failed and not cfg.retry_failed else ""))
-    for line in (reason_lines([(s.label, r) for s, r in plan.skipped], "skipped") +
-                 reason_lines([(s.label, r) for s, r in plan.failed], "failed")):
-        print(line, file=sys.stderr)
-    slots = slots[:len(todo)] or slots[:1]
-    workers_line = f"{len(slots)} worker(s): {', '.join(sl.describe() for sl in slots)}"
-    if cfg.dry_run:
-        for s in plan.specs:
-            st = statuses[s.run_id] or ("todo" if s in todo else "")
-            print(f"  {s.run_id}  {st:8s} {s.label}")
-        for s, reason in plan.skipped:
-            print(f"  {s.run_id}  skipped  {s.label}: {reason}")
-        for s, reason in plan.failed:
-            print(f"  {s.run_id}  failed   {s.label}: {reason}")
-        for line in weights:
-            print(line)
-        print(f"would run on {workers_line}; results in {store.dir}" if todo else
-              f"nothing to run; results in {store.dir}")
-        print(f"{n_planned} runs ({len(todo)} to run)")
-        return 0
-    store.clean_temp()
-    for s, reason in plan.skipped:
-        if store.status(s.run_id) is None:
-            record_skip(s, store, reason)
-    for s, reason in plan.failed:
-        if store.status(s.run_id) is None or cfg.retry_failed:
-            record_failure(s, store, reason)
-    if todo:
-        prefetch_images(todo)  # every image decoded once now: a broken file stops us here
-        print(f"{workers_line}; logs in {store.dir / 'logs'}")
-        from tqdm import tqdm
 
-        # in a log file (no terminal), update rarely instead of flooding it
-        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
-        counts = {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
-        reasons: dict[str, list[tuple[str, str]]] = {"failed": [], "skipped": []}
+    def planner(cfg):  # a named grid (--grid) plans its own runs
+        return plan_for_run(cfg, args, Store(cfg.results, cfg.name))
 
-        def on_result(spec, status):
-            counts[status] = counts.get(status, 0) + 1
-            bar.set_postfix(done=counts["done"], failed=counts["failed"],
-                            skipped=counts["skipped"], left=len(todo) - sum(counts.values()),
-                            refresh=False)
-            bar.update(1)
-            if status in reasons:
-                reason = _record_reason(store, spec.run_id)
-                reasons[status].append((spec.label, reason))
-                if status == "failed":
-                    bar.write(f"failed: {spec.label}: {reason.splitlines()[0][:200]} (see "
-                              f"{store.log_path(spec.run_id)})")
-
-        t0 = time.time()
-        try:
-            run_local(todo, store, slots, save_models=cfg.save_models,
-                      deterministic=cfg.deterministic, on_result=on_result)
-        finally:  # also on Ctrl-C: end the bar's line before the interruption message
-            bar.close()
-        print(f"finished in {time.time() - t0:.0f} s: {counts['done']} done, "
-              f"{counts['failed']} failed, {counts['skipped']} skipped"
-              + (f", {counts['elsewhere']} left to another `bench run` on the same results "
-                 f"(running or finished there)" if counts["elsewhere"] else ""))
-        for line in reason_lines(reasons["skipped"], "skipped") + \
-                reason_lines(reasons["failed"], "failed"):
-            print(line, file=sys.stderr)
-    if not args.no_table:
-        _print_plan_table(store, [s.run_id for s in plan.specs] +
-                          [s.run_id for s, _ in plan.skipped + plan.failed])
-    failed = sum(1 for s in plan.specs + [f for f, _ in plan.failed]
-                 if store.status(s.run_id) == "failed")
-    return 1 if failed else 0
+    return run_sweep(cfg, notes, planner=planner, print_table=not args.no_table)
 
 
-def _record_reason(store, run_id: str) -> str:
-    rec = store.record(run_id)
-    return str(rec.get("reason") or "no reason recorded") if rec else "no record written"
+_GRID_FIXES = ("methods", "setting", "shots", "known_classes")
 
 
-def check_weights(specs, *, download: bool = True) -> list[str]:
-    """Pretrained weights the runs need, checked before the sweep starts. A real run fails
-    at once naming the exact missing file (instead of failing every run); a dry run
-    (``download=False``) never downloads and returns one line per checkpoint instead."""
-    from .plan import ConfigError
-    from .registry import create_method
+def plan_for_run(cfg, args, store):
+    """The plan of ``bench run``: the sweep's, or with ``--grid`` the grid's (its summary
+    printed, its column manifest saved in the sweep unless this is a dry run)."""
+    from .plan import ConfigError, expand
 
-    needed = set()
-    for spec in specs:
-        if spec.weights != "none":
-            for arch in create_method(spec.method, **spec.params).backbones():
-                needed.add((arch, spec.weights))
-    if not needed:
-        return []
-    from .methods.common.backbones import WeightsUnavailable, resolve_weights_file
+    if not getattr(args, "grid", None):
+        return expand(cfg)
+    from .grids import get_grid, plan_grid
 
-    lines = []
-    for arch, weights in sorted(needed):
-        try:
-            path = resolve_weights_file(arch, weights, download=download)
-        except WeightsUnavailable as exc:
-            if download:
-                raise ConfigError(str(exc)) from exc
-            lines.append(f"weights for {arch} ({weights}) missing: {exc}")
-        else:
-            lines.append(f"weights for {arch} ({weights}): {path}")
-    return lines
-
-
-def _print_plan_table(store, run_ids: list[str]) -> None:
-    """The tables of exactly the runs of this sweep's plan, built as `bench report` builds
-    them (one configuration per cell)."""
-    from .report.tables import build_tables, frame_from_entries
-
-    runs = frame_from_entries(store.entries(run_ids))
-    if runs.empty:
-        return
-    tables, _, _ = build_tables(runs)
-    for t in tables:
-        print("\n" + t.markdown())
-
-
-def reason_lines(items: list[tuple[str, str]], status: str, limit: int = 3) -> list[str]:
-    """Console lines for (label, reason) pairs of skipped or failed runs: one per run, or
-    one per reason shared by several runs (with a few of their labels)."""
-    by_reason: dict[str, list[str]] = {}
-    for label, reason in items:
-        by_reason.setdefault(str(reason).strip().splitlines()[0] if reason else
-                             "no reason recorded", []).append(label)
-    lines = []
-    for reason, labels in by_reason.items():
-        if len(labels) == 1:
-            lines.append(f"{status}: {labels[0]}: {reason}")
-        else:
-            shown = "; ".join(labels[:limit]) + (f"; and {len(labels) - limit} more"
-                                                 if len(labels) > limit else "")
-            lines.append(f"{status} {len(labels)} runs: {reason} ({shown})")
-    return lines
+    fixed = [k for k in _GRID_FIXES if k in vars(args)]
+    if fixed:
+        raise ConfigError(f"--grid {args.grid} fixes the methods, settings, shots and known "
+                          f"classes; drop --{', --'.join(f.replace('_', '-') for f in fixed)}")
+    swap = cfg.datasets if "datasets" in vars(args) else None
+    if swap is None and cfg.preset is None:
+        cfg.preset = "paper"  # the grid's own data is real data: the paper preset
+    gp = plan_grid(get_grid(args.grid), cfg, swap_datasets=swap)
+    for line in gp.summary_lines():
+        print(line)
+    if not cfg.dry_run:
+        store.save_grid_manifest(args.grid, gp.manifest())
+    return gp.plan
 
 
 # -- status / report --------------------------------------------------------------------------
@@ -534,12 +502,15 @@ def cmd_status(args) -> int:
         recs = list(store.records())
         counts = {k: sum(1 for r in recs if r.get("status") == k)
                   for k in ("done", "failed", "skipped")}
-        logs = store.dir / "logs"
-        running = [p.stem for p in logs.glob("*.log")] if logs.is_dir() else []
-        unfinished = [r for r in running if not (store.run_dir(r) / "record.json").is_file()]
+        live, stale = store.claims()
+        running = [r for r in live if store.status(r) is None]
+        interrupted = [r for r in store.started_without_record() if r not in live]
+        hosts = sorted({str(h.get("host")) for h in live.values()})
         print(f"{store.sweep}: {counts['done']} done, {counts['failed']} failed, "
-              f"{counts['skipped']} skipped, {len(unfinished)} started without a record "
-              f"(running or interrupted)")
+              f"{counts['skipped']} skipped, {len(running)} running (claimed"
+              + (f" on {', '.join(hosts)}" if hosts else "") + f"), {len(stale)} stale "
+              f"claim(s) (owner gone; taken over by the next run), {len(interrupted)} "
+              f"started without a record (interrupted)")
         for r in recs:
             if r.get("status") == "failed":
                 print(f"  failed {r['run_id']} {r.get('method')} {r.get('dataset')}/"
@@ -551,11 +522,14 @@ def cmd_status(args) -> int:
 def cmd_report(args) -> int:
     from .report.tables import ReportError, default_report_dir, write_report
 
-    bad = [f for f in args.format if f not in ("markdown", "csv", "latex")]
+    valid = ("markdown", "csv", "latex") + (("html",) if args.grid else ())
+    bad = [f for f in args.format if f not in valid]
     if bad:
-        print(f"error: unknown --format {','.join(bad)}; use markdown, csv, latex",
-              file=sys.stderr)
+        print(f"error: unknown --format {','.join(bad)}; use {', '.join(valid)}"
+              + ("" if args.grid else " (html with --grid)"), file=sys.stderr)
         return 2
+    if args.grid:
+        return cmd_report_grid(args)
     out = Path(args.out) if args.out else default_report_dir(args.results, args.name)
     try:
         printed = write_report(args.results, out, args.format, args.name, args.metric,
@@ -576,6 +550,75 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_report_grid(args) -> int:
+    """``bench report --grid NAME``: the paper-layout tables of one grid's runs."""
+    from .report.grid_tables import write_grid_report
+    from .report.tables import ReportError
+
+    if args.name and len(args.name) > 1:
+        print(f"error: --grid reads one sweep; got --name {','.join(args.name)}",
+              file=sys.stderr)
+        return 2
+    sweep = args.name[0] if args.name else "main"
+    out = Path(args.out) if args.out else \
+        Path("reports") / Path(args.results).expanduser().resolve().name / args.grid
+    try:
+        printed = write_grid_report(args.results, sweep, args.grid, out, args.format,
+                                    style=args.style, metric=args.metric)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for md in printed["markdown"]:
+        print(md)
+    print(f"grid {args.grid}: {', '.join(printed['files'])} written to {out}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """``bench verify``: exit 0 (every compared cell holds), 1 (some miss), 2 (usage)."""
+    from .report.tables import ReportError
+    from .report.verify import check, grid_comparison, misses, summary_comparison, \
+        verify_lines
+
+    if not args.tol >= 0:
+        print(f"error: --tol {args.tol}: use a non-negative AUC-ROC difference, e.g. 0.02",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.grid:
+            from .report.grid_tables import deviations_text, load_grid_tables, paper_number
+
+            if args.name and len(args.name) > 1:
+                raise ReportError(f"--grid reads one sweep; got --name {','.join(args.name)}")
+            _, _, runs, tables = load_grid_tables(args.results,
+                                                  args.name[0] if args.name else "main",
+                                                  args.grid)
+            comp = grid_comparison(tables, paper_number(args.grid), deviations_text(runs))
+        else:
+            from .report.tables import assign_variants, load_runs, summarize
+
+            runs = load_runs(args.results, args.name)
+            if runs.empty:
+                raise ReportError(f"no run records under {args.results}; run `bench run` "
+                                  f"first")
+            comp = summary_comparison(summarize(assign_variants(runs)))
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if comp.empty:
+        print("error: no cell of these results is in the paper's tables (Tables 1, 2 and 7 "
+              "on the paper's datasets); nothing to verify", file=sys.stderr)
+        return 2
+    comp = check(comp, args.tol)
+    if comp["holds"].map(lambda h: h is None).all():
+        print(f"error: none of the {len(comp)} cells of the paper found here has a finished "
+              f"run; nothing to verify", file=sys.stderr)
+        return 2
+    for line in verify_lines(comp, args.tol):
+        print(line)
+    return 1 if len(misses(comp)) else 0
+
+
 def cmd_perf(args) -> int:
     from .perf import check_args, resolve_device, run_perf
     from .registry import resolve_method_names
@@ -591,14 +634,13 @@ def cmd_perf(args) -> int:
     rows = run_perf(methods, img_size=args.img_size, steps=args.steps,
                     batch_size=args.batch_size, device=device)
     if args.csv:
-        import os
-
         import pandas as pd
 
+        from .util import atomic_write_with
+
         path = Path(args.csv).expanduser()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pd.DataFrame(rows).assign(device=name).to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        frame = pd.DataFrame(rows).assign(device=name)
+        atomic_write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
         print(f"figures written to {path}")
     return 1 if any("error" in r for r in rows) else 0
 

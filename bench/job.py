@@ -9,8 +9,8 @@ import io
 import json
 import os
 import platform
-import random
 import subprocess
+import threading
 import time
 import traceback
 import warnings
@@ -22,7 +22,7 @@ import numpy as np
 
 from . import __version__
 from .plan import RunSpec
-from .store import Store, dump_json
+from .store import RunRecord, Store, now
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow")
 
@@ -66,15 +66,6 @@ def device_info(device: str) -> dict:
     else:
         info["device_name"] = platform.processor() or "cpu"
     return info
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) from the run seed."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _scores_csv(split, scores: np.ndarray) -> str:
@@ -141,16 +132,17 @@ def prefetch_images(specs: list[RunSpec], cache_dir: Optional[Path] = None,
 
 
 def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
-    """Rebuild the split of ``spec`` from the data on disk and load its images (decoded-image
-    cache). Fails if the data changed since the sweep was planned."""
+    """The split of ``spec`` (the one planning built, or drawn again for a spec read back
+    from a file) and its images (decoded-image cache). Fails if the data changed since the
+    sweep was planned."""
     from .datasets.cache import load_images, load_outliers
     from .protocol import make_split
 
     size = spec.img_size
     index = _subset_index(spec)
-    split = make_split(index, dataset=spec.dataset, setting=spec.setting, shots=spec.shots,
-                       seed=spec.split_seed, known_class=spec.known_class,
-                       train_cap=spec.train_cap)
+    split = spec.split or make_split(index, dataset=spec.dataset, setting=spec.setting,
+                                     shots=spec.shots, seed=spec.split_seed,
+                                     known_class=spec.known_class, train_cap=spec.train_cap)
     if split.manifest_hash != spec.split_hash:
         raise RuntimeError(f"split manifest {split.manifest_hash} differs from the planned "
                            f"{spec.split_hash}; the protocol code or the data changed")
@@ -173,23 +165,55 @@ def _jsonable(obj):
         return json.loads(json.dumps(obj, default=str))
 
 
+OOM_ADVICE = ("lower the batch size (--set METHOD.batch_size=N) or the image size, or run "
+              "fewer runs per GPU (--jobs-per-gpu 1)")
+
+
+def describe_failure(exc: BaseException, step: Optional[int], total: Optional[int],
+                     peak_mb: Optional[float]) -> tuple[str, dict]:
+    """The reason line and the ``failure`` details of a run that raised ``exc`` after
+    reporting training step ``step`` of ``total``: out of memory (with the peak memory and
+    what to change), a non-finite loss (with the step), or any other error."""
+    import torch
+
+    text = f"{type(exc).__name__}: {exc}"
+    details = {"kind": "error", "exception": type(exc).__name__, "step": step,
+               "steps": total}
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc):
+        details.update(kind="out_of_memory", peak_gpu_mem_mb=peak_mb, advice=OOM_ADVICE)
+        peak = f"peak {peak_mb} MiB; " if peak_mb is not None else ""
+        return f"out of memory ({peak}{OOM_ADVICE}): {text}", details
+    if isinstance(exc, FloatingPointError):
+        details["kind"] = "nan_loss"
+        where = f" at step {step}/{total}" if step else ""
+        return f"non-finite loss{where}: {text}", details
+    return text, details
+
+
 def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: bool = False,
             log=print, cache_dir: Optional[Path] = None) -> str:
     """Run ``spec`` and write its folder; returns the status."""
     from .api import RunContext, TrainData
     from .registry import create_method
 
-    record = {**base_record(spec, store, None), "reason": None, "traceback": None,
-              "fit_s": None, "score_s": None, "load_s": None, "peak_gpu_mem_mb": None,
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "method_state": {}}
-    files: dict[str, str | bytes] = {"spec.json": dump_json(spec.to_dict())}
+    record = RunRecord.for_spec(spec, store.sweep, started=now())
+    files: dict[str, str | bytes] = {}
     env = dict(environment())
     try:
         env.update(device_info(device))
     except Exception as exc:  # torch broken: still record what we can
         env["device_error"] = repr(exc)
-    files["env.json"] = dump_json(env)
+    record.env = env
     import torch
+
+    from .methods.common.training import seed_everything
+
+    steps = [None, None]  # the last training step reported and the number of steps
+
+    def progress(step: int, n: int) -> None:
+        if n and (step == n or step % max(1, n // 10) == 0):
+            log(f"  step {step}/{n}")
+        steps[:] = [step, n]
 
     caught = warnings.catch_warnings(record=True)
     seen_warnings = caught.__enter__()  # method warnings go to the run's log and record
@@ -200,20 +224,13 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         split, normal, anomalies, test, outliers, size = load_run_data(spec, cache_dir)
-        record["load_s"] = round(time.perf_counter() - t0, 3)
+        record.load_s = round(time.perf_counter() - t0, 3)
         files["split.json"] = split.manifest_json() + "\n"
         method = create_method(spec.method, **spec.params)
         reason = method.skip(split.info(outliers is not None))
         if reason:
-            record.update(status="skipped", reason=reason)
+            record.status, record.reason = "skipped", reason
         else:
-            total = [0]
-
-            def progress(step: int, n: int) -> None:
-                if n and (step == n or step % max(1, n // 10) == 0):
-                    log(f"  step {step}/{n}")
-                total[0] = n
-
             train = TrainData(normal=normal, anomalies=anomalies,
                               anomaly_classes=split.train_anomaly_classes, outliers=outliers)
             ctx = RunContext(device=device, seed=spec.seed, weights=spec.weights,
@@ -223,77 +240,126 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
                 f"{device}")
             t0 = time.perf_counter()
             method.fit(train, ctx)
-            record["fit_s"] = round(time.perf_counter() - t0, 3)
+            record.fit_s = round(time.perf_counter() - t0, 3)
             t0 = time.perf_counter()
             scores = np.asarray(method.score(test), dtype=np.float64).reshape(-1)
-            record["score_s"] = round(time.perf_counter() - t0, 3)
+            record.score_s = round(time.perf_counter() - t0, 3)
             if scores.shape != (len(split.test),):
                 raise ValueError(f"{spec.method}.score returned {scores.shape[0]} scores for "
                                  f"{len(split.test)} images")
             from .metrics import run_metrics
 
-            record.update(run_metrics(split.test_labels, scores, split.test_seen,
-                                      spec.setting))
+            record.metrics = run_metrics(split.test_labels, scores, split.test_seen,
+                                         spec.setting)
             files["scores.csv"] = _scores_csv(split, scores)
-            record["method_state"] = _jsonable({k: v for k, v in vars(method).items()
-                                                if k.endswith("_") and not k.startswith("_")
-                                                and isinstance(v, (bool, int, float, str,
-                                                                   dict, list, type(None)))})
+            record.method_state = _jsonable({k: v for k, v in vars(method).items()
+                                             if k.endswith("_") and not k.startswith("_")
+                                             and isinstance(v, (bool, int, float, str,
+                                                                dict, list, type(None)))})
             if save_model:
                 buf = io.BytesIO()
                 torch.save(method.state_dict(), buf)
                 files["model.pt"] = buf.getvalue()
-            record["status"] = "done"
-            log(f"done: AUC-ROC {record['auroc']:.4f} AUC-PR {record['auprc']:.4f} "
-                f"(fit {record['fit_s']} s, score {record['score_s']} s)")
+            record.status = "done"
+            log(f"done: AUC-ROC {record.metrics['auroc']:.4f} AUC-PR "
+                f"{record.metrics['auprc']:.4f} (fit {record.fit_s} s, score "
+                f"{record.score_s} s)")
     except Exception as exc:
         from .protocol import SplitUnavailable
 
         if isinstance(exc, SplitUnavailable):
-            record.update(status="skipped", reason=str(exc))
+            record.status, record.reason = "skipped", str(exc)
         else:
-            oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
-            record.update(status="failed", reason=("out of memory: " if oom else "") +
-                          f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            log(record["traceback"])
+            peak = (round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                    if device.startswith("cuda") and torch.cuda.is_available() else None)
+            record.status = "failed"
+            record.reason, record.failure = describe_failure(exc, *steps, peak)
+            record.traceback = traceback.format_exc()
+            log(record.traceback)
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     caught.__exit__(None, None, None)
-    record["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in seen_warnings})
-    for w in record["warnings"]:
+    record.warnings = sorted({f"{w.category.__name__}: {w.message}" for w in seen_warnings})
+    for w in record.warnings:
         log(f"warning: {w}")
     if device.startswith("cuda") and torch.cuda.is_available():
-        record["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    files["record.json"] = dump_json(record)
-    store.write_run(spec.run_id, files)
-    return record["status"]
-
-
-def base_record(spec: RunSpec, store: Store, status: Optional[str]) -> dict:
-    """The fields every record has, whatever its status (one home for their names)."""
-    return {"run_id": spec.run_id, "config_id": spec.config_id, "sweep": store.sweep,
-            "status": status, "method": spec.method, "dataset": spec.dataset,
-            "subset": spec.subset, "setting": spec.setting, "known_class": spec.known_class,
-            "shots": spec.shots, "seed": spec.seed, "split_seed": spec.split_seed,
-            "split_policy": spec.split_policy, "preset": spec.preset,
-            "notes": list(spec.notes)}
+        record.peak_gpu_mem_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    record.finished = now()
+    store.write(record, files)
+    return record.status
 
 
 def record_failure(spec: RunSpec, store: Store, reason: str,
                    traceback_text: Optional[str] = None) -> None:
     """Record a run that could not report itself (its worker died) or whose planning
     failed."""
-    record = {**base_record(spec, store, "failed"), "reason": reason,
-              "traceback": traceback_text, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    store.write_run(spec.run_id, {"spec.json": dump_json(spec.to_dict()),
-                                  "env.json": dump_json(environment()),
-                                  "record.json": dump_json(record)})
+    store.write(RunRecord.for_spec(spec, store.sweep, "failed", reason=reason,
+                                   traceback=traceback_text, finished=now(),
+                                   env=environment()))
 
 
 def record_skip(spec: RunSpec, store: Store, reason: str) -> None:
     """Record a run the planner already knows cannot be built (e.g. too few images)."""
-    record = {**base_record(spec, store, "skipped"), "reason": reason,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    store.write_run(spec.run_id, {"spec.json": dump_json(spec.to_dict()),
-                                  "record.json": dump_json(record)})
+    store.write(RunRecord.for_spec(spec, store.sweep, "skipped", reason=reason,
+                                   finished=now()))
+
+
+def configure_torch(threads: Optional[int] = None, deterministic: bool = False) -> None:
+    """Set up torch in a worker process before its first run: its CPU thread budget and,
+    with ``--deterministic``, deterministic kernels where torch has them (warn where it has
+    none) and no cuDNN autotuning. ``CUBLAS_WORKSPACE_CONFIG`` must be set before CUDA
+    starts, so call this before anything touches the GPU."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def run_claimed(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: bool = False,
+                rerun_failed: bool = False) -> tuple[str, Optional[str]]:
+    """Compute ``spec`` in this process under a claim on it, wherever this process runs
+    (local worker, Ray task, Slurm array task): (status, reason). ``elsewhere`` when another
+    live process holds the run or a record appeared since planning (only a ``failed`` one
+    is redone, and only with ``rerun_failed``). The claim is renewed while the run runs and
+    released once its record is written; the run's log goes to ``store.log_path``."""
+    from .store import CLAIM_HEARTBEAT_S
+
+    token = store.claim(spec.run_id)
+    if token is None:
+        holder = store.claim_holder(spec.run_id) or {}
+        return "elsewhere", (f"claimed by pid {holder.get('pid')} on {holder.get('host')}"
+                             if holder else "claimed by another process")
+    try:
+        status = store.status(spec.run_id)
+        if status is not None and not (status == "failed" and rerun_failed):
+            return "elsewhere", f"recorded {status} by another process since planning"
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(CLAIM_HEARTBEAT_S):
+                store.heartbeat(spec.run_id, token)
+
+        beater = threading.Thread(target=beat, daemon=True, name=f"claim-{spec.run_id}")
+        beater.start()
+        log_path = store.log_path(spec.run_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(log_path, "a", buffering=1) as logf:
+                def log(text: str) -> None:
+                    logf.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+
+                status = execute(spec, store, device=device, save_model=save_model, log=log)
+        finally:
+            stop.set()
+        record = store.record(spec.run_id) or {}
+        return status, record.get("reason")
+    finally:
+        store.release(spec.run_id, token)

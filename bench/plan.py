@@ -27,24 +27,23 @@ other error a failed run, each with its reason.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import types
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from .api import MAX_SHOTS, OUTLIER_POLICIES
-from .protocol import SplitUnavailable, make_split
+from .protocol import Split, SplitUnavailable, make_split
 from .registry import get_dataset, list_datasets, method_class, method_defaults, \
     resolve_method_names
 from .datasets import images as _images
 from .datasets.base import Dataset, DatasetNotPrepared, FolderDataset, default_data_root
 from .datasets.layout import LayoutError, SubsetIndex, list_subsets, read_subset
 from .datasets.outliers import OutlierPool, outlier_pool
+from .util import content_hash
 
 PRESETS = ("quick", "paper")
 QUICK_IMG_SIZE = 64
@@ -84,10 +83,15 @@ class SweepConfig:
     save_models: bool = False
     deterministic: bool = False
     dry_run: bool = False
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> "SweepConfig":
-        return cls(**load_config_file(path))
+    # where the runs are computed (bench.executors); none of these enters a run id
+    executor: str = "local"
+    address: Optional[str] = None
+    slurm_partition: Optional[str] = None
+    slurm_time: int = 60
+    slurm_gpus_per_task: int = 0
+    slurm_array_parallelism: Optional[int] = None
+    slurm_runs_per_task: int = 1
+    slurm_local: bool = False
 
 
 def load_config_file(path: Path) -> dict:
@@ -121,8 +125,9 @@ def load_config_file(path: Path) -> dict:
     return out
 
 
-_INT_OPTIONS = ("seeds", "split_seed", "train_cap", "jobs_per_gpu", "workers")
-_BOOL_OPTIONS = ("retry_failed", "save_models", "deterministic", "dry_run")
+_INT_OPTIONS = ("seeds", "split_seed", "train_cap", "jobs_per_gpu", "workers", "slurm_time",
+                "slurm_gpus_per_task", "slurm_array_parallelism", "slurm_runs_per_task")
+_BOOL_OPTIONS = ("retry_failed", "save_models", "deterministic", "dry_run", "slurm_local")
 _LIST_OPTIONS = ("methods", "datasets", "subsets", "known_classes", "shots", "seed_list", "set")
 
 
@@ -186,6 +191,10 @@ class RunSpec:
     split_policy: str = field(default="", compare=False)   # "seed" or "fixed:<split seed>"
     notes: tuple = field(default=(), compare=False)
     paper_deviations: tuple = field(default=(), compare=False)
+    # The split planning built (shared by the runs of one cell): it travels with the spec
+    # to the worker, which checks the data against it instead of drawing it again. Not in
+    # spec.json (split.json holds its manifest); None for a spec read back from a file.
+    split: Optional[Split] = field(default=None, compare=False, repr=False)
 
     HASHED = ("method", "method_version", "params", "dataset", "subset", "subset_fingerprint",
               "setting", "known_class", "shots", "seed", "split_seed", "split_hash",
@@ -198,15 +207,15 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return content_hash(self.identity())
 
     @property
     def config_id(self) -> str:
         return config_id_of({**self.identity(), "split_policy": self.split_policy})
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, split=None))
+        del d["split"]
         for k in self._TUPLES:
             d[k] = list(getattr(self, k))
         d["run_id"] = self.run_id
@@ -252,9 +261,7 @@ def config_identity(spec: dict) -> dict:
 
 
 def config_id_of(spec: dict) -> str:
-    blob = json.dumps(config_identity(spec), sort_keys=True, separators=(",", ":"),
-                      default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return content_hash(config_identity(spec), 12)
 
 
 # -- --set METHOD.PARAM=VALUE ---------------------------------------------------------------
@@ -427,20 +434,15 @@ def resolve_dataset(spec: str) -> Dataset:
                       f"({', '.join(list_datasets())}) nor an existing folder")
 
 
-def dataset_label(ds: Dataset) -> str:
-    return Path(ds.name).name if isinstance(ds, FolderDataset) else ds.name
-
-
 def dataset_subsets(ds: Dataset, root: Path, wanted: Optional[list[str]]) -> list[str]:
-    present = (ds.only_subsets if isinstance(ds, FolderDataset) and ds.only_subsets
-               else list_subsets(root))
+    present = ds.only_subsets or list_subsets(root)
     if ds.subsets:
         present = [s for s in ds.subsets if s in present] or present
     if not wanted:
         return present
     unknown = [s for s in wanted if s not in present]
     if unknown:
-        raise ConfigError(f"--subsets {','.join(unknown)} not in {dataset_label(ds)} "
+        raise ConfigError(f"--subsets {','.join(unknown)} not in {ds.label} "
                           f"({root}); its subsets: {', '.join(present)}")
     return [s for s in present if s in wanted]
 
@@ -519,6 +521,14 @@ def validate(cfg: SweepConfig) -> None:
         raise ConfigError(f"--workers {cfg.workers}: use at least 1 worker process")
     if cfg.jobs_per_gpu is None or cfg.jobs_per_gpu < 1:
         raise ConfigError(f"--jobs-per-gpu {cfg.jobs_per_gpu}: use at least 1 run per GPU")
+    if cfg.executor not in ("local", "ray", "slurm"):
+        raise ConfigError(f"--executor {cfg.executor!r}: use local, ray or slurm")
+    for opt, value, least in (("--slurm-time", cfg.slurm_time, 1),
+                              ("--slurm-gpus-per-task", cfg.slurm_gpus_per_task, 0),
+                              ("--slurm-array-parallelism", cfg.slurm_array_parallelism, 1),
+                              ("--slurm-runs-per-task", cfg.slurm_runs_per_task, 1)):
+        if value is not None and value < least:
+            raise ConfigError(f"{opt} {value}: use at least {least}")
 
 
 def _unique(values: list, option: str, notes: list[str]) -> list:
@@ -583,9 +593,10 @@ def expand(cfg: SweepConfig) -> Plan:
     specs: list[RunSpec] = []
     skipped: list[tuple[RunSpec, str]] = []
     failed: list[tuple[RunSpec, str]] = []
+    splits: dict = {}  # one split per cell, shots and split seed, shared by its methods
     for ds_name in _unique(list(cfg.datasets), "--datasets", notes):
         ds = resolve_dataset(ds_name)
-        label = dataset_label(ds)
+        label = ds.label
         root = ds.locate(data_root)
         subsets = dataset_subsets(ds, root, cfg.subsets)
         for subset in subsets:
@@ -621,7 +632,7 @@ def expand(cfg: SweepConfig) -> Plan:
                         for seed in seeds:
                             split_seed = cfg.split_seed if cfg.split_seed is not None else seed
                             spec, status, reason = _plan_run(
-                                index, label, setting, known, shots, seed, split_seed,
+                                splits, index, label, setting, known, shots, split_seed,
                                 train_cap,
                                 dict(method=method, method_version=cls.full_version(),
                                      params=params, dataset=label, subset=subset,
@@ -645,24 +656,29 @@ def expand(cfg: SweepConfig) -> Plan:
     return Plan(specs, skipped, notes, len(seeds), failed)
 
 
-def _plan_run(index: SubsetIndex, label: str, setting: str, known: Optional[str], shots: int,
-              seed: int, split_seed: int, train_cap: Optional[int], fields: dict,
-              skip_reason: Optional[str]) -> tuple[RunSpec, str, Optional[str]]:
+def _plan_run(splits: dict, index: SubsetIndex, label: str, setting: str,
+              known: Optional[str], shots: int, split_seed: int, train_cap: Optional[int],
+              fields: dict, skip_reason: Optional[str]) -> tuple[RunSpec, str, Optional[str]]:
     """One run's spec and its status: "todo", "skipped" (the split cannot be built, or a
     needed outlier source is missing) or "failed" (anything else went wrong while planning
-    it; the reason names the error, the rest of the sweep goes on)."""
-    status, reason, split_hash = "todo", None, ""
-    try:
-        split = make_split(index, dataset=label, setting=setting, shots=shots, seed=split_seed,
-                           known_class=known, train_cap=train_cap)
-        split_hash = split.manifest_hash
-    except SplitUnavailable as exc:
-        status, reason = "skipped", str(exc)
-    except Exception as exc:  # a data problem of this run only: record it, plan the rest
-        status, reason = "failed", f"while planning: {type(exc).__name__}: {exc}"
+    it; the reason names the error, the rest of the sweep goes on). ``splits`` caches the
+    split (or the reason there is none) of each cell across methods."""
+    key = (index.root, index.subset, index.fingerprint, label, setting, known, shots,
+           split_seed, train_cap)
+    if key not in splits:
+        try:
+            splits[key] = (make_split(index, dataset=label, setting=setting, shots=shots,
+                                      seed=split_seed, known_class=known,
+                                      train_cap=train_cap), "todo", None)
+        except SplitUnavailable as exc:
+            splits[key] = (None, "skipped", str(exc))
+        except Exception as exc:  # a data problem of this run only: record it, plan the rest
+            splits[key] = (None, "failed", f"while planning: {type(exc).__name__}: {exc}")
+    split, status, reason = splits[key]
     if status == "todo" and skip_reason:
         status, reason = "skipped", skip_reason
-    spec = RunSpec(subset_fingerprint=index.fingerprint, split_hash=split_hash, **fields)
+    spec = RunSpec(subset_fingerprint=index.fingerprint,
+                   split_hash=split.manifest_hash if split else "", split=split, **fields)
     return spec, status, reason
 
 

@@ -19,8 +19,6 @@ is part of the run id. Invariants are asserted, not hoped for.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,6 +26,7 @@ import numpy as np
 
 from .api import MAX_SHOTS, SplitInfo
 from .datasets.layout import SubsetIndex
+from .util import canonical_json, content_hash
 
 SETTINGS = ("general", "hard")
 
@@ -74,11 +73,11 @@ class Split:
         }
 
     def manifest_json(self) -> str:
-        return json.dumps(self.manifest(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.manifest())
 
     @property
     def manifest_hash(self) -> str:
-        return hashlib.sha256(self.manifest_json().encode()).hexdigest()[:16]
+        return content_hash(self.manifest_json())
 
     def info(self, has_outliers: bool) -> SplitInfo:
         return SplitInfo(self.dataset, self.subset, self.setting, self.known_class, self.shots,

@@ -19,6 +19,9 @@ from .api import Method
 
 # The paper's eight methods, in the column order of its tables; `--methods all` means these.
 PAPER_METHODS = ["kdad", "devnet", "flos", "saoe", "mlep", "deepsad", "minns", "dra"]
+# Methods published after the paper; `--methods recent` means these (those installed, with
+# every registered ``anomalib:*`` adapter) together with DRA.
+RECENT_METHODS = ["ahl", "bgad", "prenet"]
 
 
 class RegistryError(ValueError):
@@ -156,7 +159,8 @@ def create_method(name: str, **params: Any) -> Method:
 def resolve_method_names(spec: str | list[str]) -> list[str]:
     """Expand ``all``, names and wildcards (comma-separated) into registered names.
 
-    ``all`` = the paper's eight methods. A name or pattern that matches nothing is an error."""
+    ``all`` = the paper's eight methods; ``recent`` = :data:`RECENT_METHODS` and the registered
+    ``anomalib:*`` adapters, with DRA. A name or pattern that matches nothing is an error."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[str] = []
     registered = list_methods()
@@ -167,6 +171,9 @@ def resolve_method_names(spec: str | list[str]) -> list[str]:
             # The paper's eight; any not in this install are reported by the CLI
             # (missing_paper_methods) rather than failing the whole sweep.
             found = [m for m in PAPER_METHODS if m in registered]
+        elif item == "recent":
+            found = [m for m in ["dra", *RECENT_METHODS] if m in registered] + \
+                _match(registered, "anomalib:*")
         elif any(c in item for c in "*?["):
             found = _match(registered, item)
             if not found:

@@ -56,6 +56,14 @@ class Dataset:
     # Expected counts after conversion (paper Table 5):
     # {subset: {"train_good": n, "test_good": n, "anomalies": n or {class: n}}}.
     expected_counts: ClassVar[dict[str, dict]] = {}
+    # The subsets a dataset is restricted to whatever its folder holds (empty: no
+    # restriction); a folder given by path that is itself one subset sets it.
+    only_subsets: ClassVar[list[str]] = []
+
+    @property
+    def label(self) -> str:
+        """The name runs and tables show (a folder dataset's folder name, not its path)."""
+        return self.name
 
     def root(self, data_root: Path) -> Path:
         return Path(data_root) / (self.folder or self.name)
@@ -118,6 +126,10 @@ class FolderDataset(Dataset):
 
     def is_prepared(self, data_root: Path) -> bool:
         return True
+
+    @property
+    def label(self) -> str:
+        return Path(self.name).name
 
     @property
     def only_subsets(self) -> list[str]:

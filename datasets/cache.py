@@ -21,9 +21,15 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..util import atomic_write, atomic_write_with
 from .base import default_cache_dir
 from . import images
 from .images import ImageDecodeError, load_image
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a handle: np.save would append ".npy" to a bare name
+        np.save(fh, arr)
 
 
 @contextmanager
@@ -82,12 +88,9 @@ def decoded_array(root: Path, paths: Sequence[str], fingerprint: str, size: int,
             if not is_cached(fingerprint, size, cache_dir):  # another worker built it
                 arr = np.empty((len(paths), size, size, 3), dtype=np.uint8)
                 _decode_into(arr, root, paths, size)
-                tmp = arr_path.with_name(f".{key}.{os.getpid()}.npy")
-                np.save(tmp, arr)
-                tmp_idx = idx_path.with_name(f".{key}.{os.getpid()}.json")
-                tmp_idx.write_text(json.dumps(list(paths)))
-                os.replace(tmp_idx, idx_path)
-                os.replace(tmp, arr_path)  # the array last: its presence means complete
+                atomic_write(idx_path, json.dumps(list(paths)))
+                # the array last: its presence means complete
+                atomic_write_with(arr_path, lambda tmp: _save_npy(tmp, arr))
     rows = {p: i for i, p in enumerate(json.loads(idx_path.read_text()))}
     return np.load(arr_path, mmap_mode="r"), rows
 

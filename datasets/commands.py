@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..util import atomic_write_with
 from .base import DatasetNotPrepared, FolderDataset, default_data_root
 from .convert import ConversionError, ConvertedDataset, passes_original_filter
 from .images import ImageDecodeError, decode_image, is_image_file
@@ -295,8 +296,7 @@ def check_dataset(ds, data_root) -> CheckReport:
         except LayoutError as exc:
             report.errors.append(str(exc))
             return report
-        if isinstance(ds, FolderDataset) and ds.only_subsets:
-            found = ds.only_subsets
+        found = ds.only_subsets or found
         expected = ds.expected_subsets(data_root) if converted else list(found)
         missing = [s for s in expected if s not in found]
         if missing:
@@ -379,23 +379,22 @@ def fetch(url: str, dest_dir: Path, sha256: str, *, timeout: float = 60.0) -> Pa
     """Download ``url`` into ``dest_dir`` through a temporary file and verify its sha256."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = Path(urllib.parse.urlparse(url).path).name or "download"
-    part = dest_dir / f".{name}.{os.getpid()}.part"
-    h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as f:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                h.update(chunk)
-                f.write(chunk)
-    except (OSError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        raise ConversionError(f"download of {url} failed: {exc}") from exc
-    if h.hexdigest() != sha256.lower():
-        part.unlink(missing_ok=True)
-        raise ConversionError(f"sha256 of {url} is {h.hexdigest()}, expected {sha256}; the file "
-                              f"is corrupt or not the expected release — nothing was prepared")
-    final = dest_dir / name
-    os.replace(part, final)
-    return final
+
+    def download(part: Path) -> None:  # renamed into place only when its sha256 matches
+        h = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as f:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    h.update(chunk)
+                    f.write(chunk)
+        except (OSError, ValueError) as exc:
+            raise ConversionError(f"download of {url} failed: {exc}") from exc
+        if h.hexdigest() != sha256.lower():
+            raise ConversionError(f"sha256 of {url} is {h.hexdigest()}, expected {sha256}; "
+                                  f"the file is corrupt or not the expected release — nothing "
+                                  f"was prepared")
+
+    return atomic_write_with(dest_dir / name, download)
 
 
 def unpack(archive: Path, dest: Path) -> Path:

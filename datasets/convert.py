@@ -36,6 +36,7 @@ from typing import Any, Callable, ClassVar, Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..util import pid_alive, replace_dir
 from .base import Dataset
 from .images import is_image_file
 from .layout import LayoutError, list_subsets, read_subset
@@ -260,16 +261,6 @@ class PrepareResult:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 class ConvertedDataset(Dataset):
     """A dataset plugin with a converter. Subclasses implement ``convert`` and describe the
     dataset in class attributes; ``prepare`` adds atomicity, the marker and the manifest."""
@@ -359,7 +350,7 @@ class ConvertedDataset(Dataset):
                 pid = int(stale.name.rsplit("-", 1)[1])
             except ValueError:
                 continue
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
         if tmp.exists():
@@ -386,19 +377,7 @@ class ConvertedDataset(Dataset):
 
     @staticmethod
     def _swap_into_place(tmp: Path, out: Path) -> None:
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(out, old)
-            try:
-                os.rename(tmp, out)
-            except OSError:
-                os.rename(old, out)  # put the previous copy back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        replace_dir(tmp, out)
 
     def count_output(self, root: Path) -> dict[str, dict]:
         """Counts per subset of a converted folder, read back through the layout reader (so a

@@ -15,12 +15,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
+from ..util import atomic_write
 from .images import is_image_file
 
 
@@ -90,10 +90,8 @@ class _HashCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(self.table, sort_keys=True))
-            os.replace(tmp, self.file)
+            atomic_write(self.file, json.dumps(self.table, sort_keys=True))
         except OSError:
             pass  # read-only data folder: hashes are recomputed next time, nothing is lost
 

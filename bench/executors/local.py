@@ -6,7 +6,7 @@ imported in it. A worker that dies mid-run (segfault, OOM kill) is replaced and 
 recorded as failed; a run that raises is recorded as failed by the worker itself and the
 sweep goes on. On Ctrl-C only the sweep process acts: workers ignore SIGINT (they start with
 it blocked), are ended at once, and their unfinished runs leave no folder and no claim, so
-the same command resumes.
+the same command resumes. Each worker claims the run it computes (``job.run_claimed``).
 """
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Callable, Optional
+from typing import Iterator, Optional
 
 from ..plan import ConfigError, RunSpec
-from ..store import FINISHED, Store
+from ..store import Store
+from . import Executor, Outcome
 
 
 def visible_gpus() -> list[str]:
@@ -105,7 +105,7 @@ def slot_notes(slots: list[Slot], gpus: Optional[str], jobs_per_gpu: int,
 
 
 def _worker_main(conn, slot: Slot, results: str, sweep: str, save_models: bool,
-                 deterministic: bool) -> None:
+                 deterministic: bool, rerun_failed: bool) -> None:
     """Worker process: pin the device, import torch once, then run specs until told to stop."""
     # Ctrl-C reaches the whole process group; the sweep process alone handles it (and stops
     # this worker), so a worker never prints a KeyboardInterrupt traceback. SIGINT arrives
@@ -114,38 +114,19 @@ def _worker_main(conn, slot: Slot, results: str, sweep: str, save_models: bool,
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent()
-    if deterministic:  # cuBLAS reads this when CUDA starts, so set it before importing torch
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if slot.gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu  # before CUDA starts in this process
-    else:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    os.environ.setdefault("OMP_NUM_THREADS", str(slot.threads))
-    import torch
+    # before CUDA starts in this process
+    os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu if slot.gpu is not None else ""
+    from ..job import configure_torch, run_claimed
 
-    torch.set_num_threads(slot.threads)
-    if deterministic:
-        # Bitwise-repeatable GPU runs (CPU runs repeat anyway): deterministic kernels where
-        # torch has them (warn where it has none), no cuDNN autotuning.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    from ..job import execute
-
+    configure_torch(slot.threads, deterministic)
     store = Store(results, sweep)
     while True:
-        msg = conn.recv()
-        if msg is None:
+        spec = conn.recv()
+        if spec is None:
             break
-        spec = RunSpec.from_dict(msg)
-        log_path = store.log_path(spec.run_id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a", buffering=1) as logf:
-            def log(text: str) -> None:
-                logf.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
-
-            status = execute(spec, store, device=slot.device, save_model=save_models, log=log)
-        conn.send((spec.run_id, status))
+        status, reason = run_claimed(spec, store, device=slot.device, save_model=save_models,
+                                     rerun_failed=rerun_failed)
+        conn.send((spec.run_id, status, reason))
 
 
 def _die_with_parent() -> None:
@@ -185,13 +166,10 @@ def _start_sigint_blocked(proc) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, slot: Slot, results: str, sweep: str, save_models: bool,
-                 deterministic: bool):
+    def __init__(self, ctx, slot: Slot, args: tuple):
         self.slot = slot
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, slot, results, sweep,
-                                                           save_models, deterministic),
-                                daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, slot, *args), daemon=True)
         self._child_conn = child
         self.task: Optional[RunSpec] = None
 
@@ -200,22 +178,55 @@ class _Worker:
         self._child_conn.close()
 
 
+class LocalExecutor(Executor):
+    """Long-lived worker processes on this machine, one per slot (``--gpus``,
+    ``--jobs-per-gpu``, ``--workers``)."""
+
+    name = "local"
+
+    def __init__(self, store: Store, slots: list[Slot], *, save_models: bool = False,
+                 deterministic: bool = False, rerun_failed: bool = False,
+                 notes: Optional[list[str]] = None):
+        self.store, self.slots = store, slots
+        self.save_models, self.deterministic = save_models, deterministic
+        self.rerun_failed = rerun_failed
+        self._notes = list(notes or [])
+
+    @classmethod
+    def from_config(cls, store: Store, cfg) -> "LocalExecutor":
+        slots = plan_slots(cfg.gpus, cfg.jobs_per_gpu, cfg.workers)
+        return cls(store, slots, save_models=cfg.save_models, deterministic=cfg.deterministic,
+                   rerun_failed=cfg.retry_failed,
+                   notes=slot_notes(slots, cfg.gpus, cfg.jobs_per_gpu, cfg.workers))
+
+    def notes(self) -> list[str]:
+        return list(self._notes)
+
+    def describe(self, n_runs: int) -> str:
+        slots = self.slots[:n_runs] or self.slots[:1]
+        return f"{len(slots)} worker(s): {', '.join(s.describe() for s in slots)}"
+
+    def submit(self, specs: list[RunSpec]) -> Iterator[Outcome]:
+        return run_local(specs, self.store, self.slots, save_models=self.save_models,
+                         deterministic=self.deterministic, rerun_failed=self.rerun_failed)
+
+
 def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
               save_models: bool = False, deterministic: bool = False,
-              on_result: Callable[[RunSpec, str], None] = lambda spec, status: None) -> dict:
-    """Run ``specs`` on worker processes; returns counts by status."""
+              rerun_failed: bool = False) -> Iterator[Outcome]:
+    """Run ``specs`` on worker processes, yielding each one's outcome as it ends."""
     from ..job import record_failure
 
-    counts = {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0}
     if not specs:
-        return counts
+        return
     ctx = mp.get_context("spawn")  # fresh interpreters: no CUDA state inherited from the parent
     queue = list(specs)
     slots = slots[:len(specs)] or slots[:1]
     started: list[_Worker] = []  # every worker of this call, for the cleanup on Ctrl-C
+    args = (str(store.dir.parent), store.sweep, save_models, deterministic, rerun_failed)
 
     def start(slot: Slot) -> _Worker:
-        w = _Worker(ctx, slot, str(store.dir.parent), store.sweep, save_models, deterministic)
+        w = _Worker(ctx, slot, args)
         started.append(w)
         w.start()
         return w
@@ -226,19 +237,9 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
             workers.append(start(s))
         while queue or any(w.task for w in workers):
             for w in workers:
-                while w.task is None and queue:
-                    spec = queue.pop(0)
-                    if not store.claim(spec.run_id):  # another bench run is computing it
-                        counts["elsewhere"] += 1
-                        on_result(spec, "elsewhere")
-                        continue
-                    if store.status(spec.run_id) in FINISHED:  # finished since we planned
-                        store.release(spec.run_id)
-                        counts["elsewhere"] += 1
-                        on_result(spec, "elsewhere")
-                        continue
-                    w.task = spec
-                    w.conn.send(w.task.to_dict())
+                if w.task is None and queue:
+                    w.task = queue.pop(0)
+                    w.conn.send(w.task)
             ready = wait([w.conn for w in workers if w.task] +
                          [w.proc.sentinel for w in workers if w.task], timeout=5.0)
             for i, w in enumerate(list(workers)):
@@ -246,30 +247,26 @@ def run_local(specs: list[RunSpec], store: Store, slots: list[Slot], *,
                     continue
                 if w.conn in ready:
                     try:
-                        run_id, status = w.conn.recv()
+                        run_id, status, reason = w.conn.recv()
                     except (EOFError, OSError):
                         status = None
                     if status is not None:
-                        counts[status] = counts.get(status, 0) + 1
-                        store.release(w.task.run_id)
-                        on_result(w.task, status)
                         w.task = None
+                        yield Outcome(run_id, status, reason)
                         continue
                 if not w.proc.is_alive():
                     spec = w.task
-                    record_failure(spec, store, f"worker process died (exit code "
-                                                f"{w.proc.exitcode}) while running; see "
-                                                f"{store.log_path(spec.run_id)}")
-                    counts["failed"] += 1
+                    reason = (f"worker process died (exit code {w.proc.exitcode}) while "
+                              f"running; see {store.log_path(spec.run_id)}")
+                    record_failure(spec, store, reason)
                     store.release(spec.run_id)
-                    on_result(spec, "failed")
                     w.task = None
                     workers[i] = start(w.slot)
-    except BaseException:  # Ctrl-C (KeyboardInterrupt) or a bug: stop now, then re-raise
+                    yield Outcome(spec.run_id, "failed", reason)
+    except BaseException:  # Ctrl-C, the consumer closing us, or a bug: stop now, re-raise
         _stop_now(started, store)
         raise
     _stop_when_idle(workers)
-    return counts
 
 
 def _stop_when_idle(workers: list[_Worker]) -> None:

@@ -15,13 +15,14 @@ appearance in the frame.
 """
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+from ..util import atomic_write_with
 
 FORMATS = ("png", "pdf")      # written by default
 ALL_FORMATS = FORMATS + ("svg",)  # svg keeps text as text (for the web and for tests)
@@ -105,9 +106,8 @@ def _save(fig, out: Path | str, formats: Sequence[str]) -> list[Path]:
     paths = []
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fig.savefig(tmp, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
-        os.replace(tmp, path)
+        atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI,
+                                                        metadata=_METADATA[fmt]))
         paths.append(path)
     return paths
 

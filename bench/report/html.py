@@ -319,8 +319,8 @@ def write_page(path: Path | str, title: str, sections: Sequence[Section], *,
     """Render the page and write it to ``path`` atomically (temp name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .tables import _atomic_text
+    from ..util import atomic_write
 
-    _atomic_text(path, render_page(title, sections, path.parent, environment=environment,
+    atomic_write(path, render_page(title, sections, path.parent, environment=environment,
                                    runs=runs))
     return path

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import STATUSES, sweep_stores
+from ..util import atomic_write
 
 DISPLAY = {"kdad": "KDAD", "devnet": "DevNet", "flos": "FLOS", "saoe": "SAOE", "mlep": "MLEP",
            "deepsad": "DeepSAD", "minns": "MINNS", "dra": "DRA", "dra1a": "DRA1A",
@@ -598,10 +598,4 @@ def _write_folder(out: Path, files: dict[str, str]) -> None:
             if old.name not in files:
                 old.unlink()
     for name, text in files.items():
-        _atomic_text(out / name, text)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        atomic_write(out / name, text)

@@ -45,6 +45,39 @@ class Boom(_Base):
 class Crash(_Base):
     def fit(self, train, ctx=None):
         os._exit(3)
+
+
+class NaNLoss(_Base):
+    """Trains through the shared fit loop on a loss that is NaN from the first step."""
+    def fit(self, train, ctx=None):
+        import torch
+        from bench.methods.common.training import fit_loop
+        w = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([w], lr=0.1)
+        fit_loop(lambda: (w * float("nan")).sum(), opt, modules=[], epochs=1,
+                 steps_per_epoch=4, progress=ctx.progress)
+        return self
+
+
+class OutOfMemory(_Base):
+    """Raises what CUDA raises when a GPU runs out of memory (simulated on the CPU)."""
+    def fit(self, train, ctx=None):
+        import torch
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+class DieOnce(_Base):
+    """Kills its own process the first time it runs (a worker lost mid-run), then works:
+    ``marker`` is the file that remembers the first attempt."""
+    def __init__(self, img_size: int = 32, sleep: float = 0.0, marker: str = ""):
+        super().__init__(img_size, sleep)
+        self.marker = marker
+
+    def fit(self, train, ctx=None):
+        if self.marker and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(9)
+        return super().fit(train, ctx)
 '''
 
 PYPROJECT = '''
@@ -58,6 +91,9 @@ version = "0.0.1"
 epgood = "bench_test_plugin"
 epboom = "bench_test_plugin:Boom"
 epcrash = "bench_test_plugin:Crash"
+epnan = "bench_test_plugin:NaNLoss"
+epoom = "bench_test_plugin:OutOfMemory"
+epdieonce = "bench_test_plugin:DieOnce"
 '''
 
 

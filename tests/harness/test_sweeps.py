@@ -16,7 +16,8 @@ from .conftest import run_bench
 
 
 def _records(results: Path):
-    return [json.loads(p.read_text()) for p in results.glob("*/*/record.json")]
+    # run folders only: a temporary folder a kill left half-written starts with "."
+    return [json.loads(p.read_text()) for p in results.glob("*/[!.]*/record.json")]
 
 
 def test_entry_point_plugin_listed_and_runs(toy_root, tmp_path, bench_env):

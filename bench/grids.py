@@ -1,0 +1,323 @@
+"""Named grids: the exact runs of one table or figure of the paper, read from
+``bench/data/grids.yaml`` (data, not code) and planned into ordinary runs.
+
+A grid's columns are method configurations (method, ``--set`` overrides, outlier source);
+its blocks say where they run (setting, shots, datasets with their subsets and known
+classes). Planning a grid is planning one ordinary sweep per column and dataset entry
+(:func:`bench.plan.expand`), so a run shared by two grids has the same run id and is
+computed once per results folder and sweep. ``--datasets`` swaps the data and keeps the
+methods, settings, shots and seeds. Datasets that are not prepared are not planned: each is
+listed with its run count and the command that prepares it. A column (or grid) the harness
+cannot run yet carries its reason in the YAML and is listed, never faked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from .plan import ConfigError, Plan, SweepConfig, expand
+
+GRIDS_YAML = Path(__file__).resolve().parent / "data" / "grids.yaml"
+ALL = "*"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One method configuration of a grid, shown as one column (per shot count)."""
+
+    label: str
+    method: Optional[str] = None
+    set: tuple = ()                       # ((param, value), ...)
+    outliers: Optional[str] = None
+    panels: tuple = ()
+    unavailable: Optional[str] = None     # why the harness cannot run it (listed, not run)
+
+    def overrides(self) -> list[str]:
+        return [f"{self.method}.{k}={_yaml_text(v)}" for k, v in self.set]
+
+
+@dataclass(frozen=True)
+class Block:
+    """Where the columns run: one setting, its shots, datasets → subsets → known classes."""
+
+    setting: str
+    shots: tuple
+    datasets: tuple                       # ((dataset, "*" | ((subset, "*" | (kc,...)),...)),)
+    mean_only: tuple = ()                 # datasets shown by their Mean row alone (Table 3)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    title: str
+    seeds: tuple
+    columns: tuple
+    blocks: tuple
+    panels: dict = field(default_factory=dict, compare=False)
+    unavailable: Optional[str] = None
+
+    @property
+    def runnable_columns(self) -> list[Column]:
+        return [c for c in self.columns if not c.unavailable]
+
+    @property
+    def settings(self) -> list[str]:
+        return list(dict.fromkeys(b.setting for b in self.blocks))
+
+
+def _yaml_text(v) -> str:
+    return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _where(path: Path, name: str, what: str) -> str:
+    return f"{path}: grid {name!r}: {what}"
+
+
+def _parse_datasets(path: Path, name: str, raw) -> tuple:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(_where(path, name, "a block needs datasets: {dataset: '*' or "
+                                             "{subset: '*' or [known classes]}}"))
+    out = []
+    for ds, sub in raw.items():
+        if sub == ALL:
+            out.append((str(ds), ALL))
+            continue
+        if not isinstance(sub, dict):
+            raise ConfigError(_where(path, name, f"dataset {ds!r}: expected '*' or a mapping "
+                                                 f"subset: '*' or [known classes], got {sub!r}"))
+        subs = []
+        for s, kc in sub.items():
+            if kc != ALL and not (isinstance(kc, list) and kc):
+                raise ConfigError(_where(path, name, f"{ds}/{s}: known classes must be '*' "
+                                                     f"or a non-empty list, got {kc!r}"))
+            subs.append((str(s), ALL if kc == ALL else tuple(map(str, kc))))
+        out.append((str(ds), tuple(subs)))
+    return tuple(out)
+
+
+def _parse_grid(path: Path, name: str, raw: dict) -> Grid:
+    if not isinstance(raw, dict):
+        raise ConfigError(_where(path, name, "expected a mapping"))
+    known = {"title", "seeds", "columns", "blocks", "panels", "unavailable"}
+    extra = set(raw) - known
+    if extra:
+        raise ConfigError(_where(path, name, f"unknown keys {sorted(extra)}; valid: "
+                                             f"{sorted(known)}"))
+    cols = []
+    for c in raw.get("columns") or []:
+        if "label" not in c or not (c.get("method") or c.get("unavailable")):
+            raise ConfigError(_where(path, name, f"column {c!r} needs a label and a method "
+                                                 f"(or unavailable: REASON)"))
+        cols.append(Column(str(c["label"]), c.get("method"),
+                           tuple(sorted((c.get("set") or {}).items())), c.get("outliers"),
+                           tuple(c.get("panels") or ()),
+                           " ".join(str(c["unavailable"]).split()) if c.get("unavailable")
+                           else None))
+    if not cols:
+        raise ConfigError(_where(path, name, "no columns"))
+    labels = [c.label for c in cols]
+    if len(set(labels)) < len(labels):
+        raise ConfigError(_where(path, name, f"column labels repeat: {labels}"))
+    blocks = []
+    for b in raw.get("blocks") or []:
+        if b.get("setting") not in ("general", "hard"):
+            raise ConfigError(_where(path, name, f"block setting must be general or hard, "
+                                                 f"got {b.get('setting')!r}"))
+        shots = b.get("shots") or []
+        if not shots or not all(isinstance(k, int) for k in shots):
+            raise ConfigError(_where(path, name, f"block shots must be a list of integers"))
+        blocks.append(Block(b["setting"], tuple(shots),
+                            _parse_datasets(path, name, b.get("datasets")),
+                            tuple(b.get("mean_only") or ())))
+    if not blocks:
+        raise ConfigError(_where(path, name, "no blocks"))
+    seeds = raw.get("seeds") or [0, 1, 2]
+    return Grid(name, str(raw.get("title") or name), tuple(int(s) for s in seeds),
+                tuple(cols), tuple(blocks), dict(raw.get("panels") or {}),
+                " ".join(str(raw["unavailable"]).split()) if raw.get("unavailable") else None)
+
+
+@lru_cache(maxsize=4)
+def load_grids(path: Path = GRIDS_YAML) -> dict[str, Grid]:
+    """Every grid of the YAML file by name (keys starting with ``_`` are YAML anchors)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the grids file {path}: {exc}") from exc
+    return {k: _parse_grid(Path(path), k, v) for k, v in raw.items()
+            if not str(k).startswith("_")}
+
+
+def get_grid(name: str) -> Grid:
+    grids = load_grids()
+    if name not in grids:
+        raise ConfigError(f"--grid {name!r}: no such grid; grids: {', '.join(grids)} "
+                          f"(`bench list grids`)")
+    return grids[name]
+
+
+# -- planning ---------------------------------------------------------------------------------
+@dataclass
+class GridPlan:
+    """The merged plan of a grid, which columns each run belongs to, and what is left out."""
+
+    grid: Grid
+    plan: Plan
+    columns_of: dict[str, list[str]]      # run id → column labels (a run can serve several)
+    missing: list[str]                    # data not prepared: one line each, with the command
+    n_missing_runs: int
+    unavailable: list[str]                # columns the harness cannot run, with the reason
+    cells: list[tuple]                    # (dataset, subset, setting, known class) planned
+
+    def manifest(self) -> dict:
+        """What ``bench report --grid`` needs to lay the runs out (saved in the sweep)."""
+        return {"grid": self.grid.name, "columns_of": self.columns_of,
+                "missing": self.missing, "unavailable": self.unavailable,
+                "layout": self.layout, "cells": [list(c) for c in self.cells],
+                "seeds": list(self.seeds)}
+
+    def summary_lines(self) -> list[str]:
+        g = self.grid
+        n = len(self.plan.specs) + len(self.plan.skipped) + len(self.plan.failed)
+        lines = [f"grid {g.name}: {g.title}",
+                 f"  columns: {', '.join(c.label for c in g.runnable_columns)}; seeds "
+                 f"{','.join(map(str, self.seeds))}"]
+        for setting in g.settings:
+            rows = [c for c in self.cells if c[2] == setting]
+            what = "known-class subsets" if setting == "hard" else "subsets"
+            lines.append(f"  {setting} setting: {len(rows)} {what}")
+            lines += [f"    {d}/{s}" + (f" known class {k}" if k else "")
+                      for d, s, _, k in rows]
+        lines += [f"  not runnable: {u}" for u in self.unavailable]
+        lines += [f"  missing data: {m}" for m in self.missing]
+        lines.append(f"grid {g.name}: {n + self.n_missing_runs} runs, {n} planned on the "
+                     f"prepared data, {self.n_missing_runs} waiting for data")
+        return lines
+
+    seeds: tuple = ()
+    layout: dict = field(default_factory=dict)   # setting → [[column label, shots], ...]
+
+
+def _entries(block: Block, swap: Optional[list[str]], user_subsets: Optional[list[str]]):
+    """(dataset, subsets or None, known classes or None) of one block, one per distinct
+    known-class list."""
+    datasets = [(d, ALL) for d in swap] if swap else list(block.datasets)
+    for ds, subs in datasets:
+        if subs == ALL:
+            yield ds, user_subsets, None
+            continue
+        for s, kc in subs:
+            if user_subsets and s not in user_subsets:
+                continue
+            yield ds, [s], None if kc == ALL or block.setting == "general" else list(kc)
+
+
+def _estimate_runs(ds_name: str, subsets: Optional[list[str]], known: Optional[list[str]],
+                   setting: str, n_shots: int, n_seeds: int) -> tuple[int, list[tuple]]:
+    """Runs (and cells) of an entry whose data is not prepared, from the catalog's facts."""
+    from .plan import resolve_dataset
+
+    ds = resolve_dataset(ds_name)
+    subs = subsets or list(getattr(ds, "subsets", []) or [])
+    cells = []
+    for s in subs:
+        if setting == "general":
+            cells.append((ds_name, s, setting, ""))
+        else:
+            for k in known or ds.hard_known_classes.get(s, []):
+                cells.append((ds_name, s, setting, k))
+    return len(cells) * n_shots * n_seeds, cells
+
+
+def _available(ds, data_root: Path) -> bool:
+    """The dataset can be read (generated datasets are generated now)."""
+    from .datasets.base import DatasetNotPrepared
+
+    try:
+        ds.locate(data_root)
+    except DatasetNotPrepared:
+        return False
+    return True
+
+
+def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] = None) -> GridPlan:
+    """Plan every runnable column of ``grid`` on each block's data (or ``swap_datasets``);
+    ``cfg`` supplies the rest (preset, weights, data root, seeds if given, ``--set``)."""
+    from .datasets.base import default_data_root
+    from .plan import method_class, resolve_dataset
+
+    if grid.unavailable:
+        raise ConfigError(f"grid {grid.name} is not yet runnable: {grid.unavailable}")
+    seeds = list(cfg.seed_list) if cfg.seed_list else (
+        list(range(cfg.seeds)) if cfg.seeds is not None else list(grid.seeds))
+    data_root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
+    specs, skipped, failed, notes = {}, {}, {}, []
+    columns_of: dict[str, list[str]] = {}
+    missing, n_missing, cells = [], 0, {}
+    missing_by_ds: dict[str, int] = {}
+    for block in grid.blocks:
+        for ds_name, subsets, known in _entries(block, swap_datasets, cfg.subsets):
+            ds = resolve_dataset(ds_name)
+            if not _available(ds, data_root):
+                for col in grid.runnable_columns:
+                    shots = block.shots if method_class(col.method).uses_labeled_anomalies \
+                        else (0,)
+                    n, c = _estimate_runs(ds_name, subsets, known, block.setting,
+                                          len(shots), len(seeds))
+                    n_missing += n
+                    missing_by_ds[ds_name] = missing_by_ds.get(ds_name, 0) + n
+                    cells.update(dict.fromkeys(c))
+                continue
+            for col in grid.runnable_columns:
+                sub_cfg = replace(cfg, methods=[col.method], datasets=[ds_name],
+                                  subsets=subsets, setting=block.setting, known_classes=known,
+                                  shots=list(block.shots), seeds=None, seed_list=seeds,
+                                  set=list(cfg.set) + col.overrides(),
+                                  outliers=col.outliers if col.outliers else cfg.outliers)
+                plan = expand(sub_cfg)
+                notes += [n for n in plan.notes if n not in notes]
+                for spec in plan.specs:
+                    specs.setdefault(spec.run_id, spec)
+                for spec, reason in plan.skipped:
+                    skipped.setdefault(spec.run_id, (spec, reason))
+                for spec, reason in plan.failed:
+                    failed.setdefault(spec.run_id, (spec, reason))
+                for spec in plan.specs + [s for s, _ in plan.skipped + plan.failed]:
+                    labels = columns_of.setdefault(spec.run_id, [])
+                    if col.label not in labels:
+                        labels.append(col.label)
+                    cells.setdefault((spec.dataset, spec.subset, spec.setting,
+                                     spec.known_class or ""))
+    for ds_name, n in missing_by_ds.items():
+        ds = resolve_dataset(ds_name)
+        how = (f"bench data prepare {ds_name} --raw PATH --data-root {data_root}"
+               if ds.has_converter() else f"place it under {ds.root(data_root)} in MVTec AD "
+                                          f"layout")
+        missing.append(f"{ds_name} ({n} runs): not prepared under {data_root}; prepare it "
+                       f"with `{how}` (`bench data info {ds_name}` says where to get it)")
+    unavailable = [f"{c.label}: {c.unavailable}" for c in grid.columns if c.unavailable]
+    layout = {}
+    for block in grid.blocks:
+        cols = layout.setdefault(block.setting, [])
+        for col in grid.runnable_columns:
+            uses = method_class(col.method).uses_labeled_anomalies
+            for k in (block.shots if uses else (0,)):
+                if [col.label, k] not in cols:
+                    cols.append([col.label, k])
+    merged = Plan(list(specs.values()), list(skipped.values()), notes, len(seeds),
+                  list(failed.values()))
+    return GridPlan(grid, merged, columns_of, missing, n_missing, unavailable,
+                    list(cells), seeds=tuple(seeds), layout=layout)
+
+
+def grid_lines() -> list[str]:
+    """``bench list grids``: one line per grid, with why it cannot run where it cannot."""
+    out = []
+    for name, g in load_grids().items():
+        out.append(f"{name:8s} {g.title}" + (f" [not yet runnable: {g.unavailable}]"
+                                             if g.unavailable else ""))
+    return out

@@ -1,0 +1,82 @@
+"""The same sweep through the local, Ray and submitit (local) executors: the same run ids,
+records, metrics and per-image scores; two sweeps with different executors on one results
+folder compute every run exactly once."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import run_bench
+
+pytest.importorskip("ray")
+pytest.importorskip("submitit")
+
+# what may differ between two computations of one run: when and where it ran
+_VOLATILE = ("sweep", "started", "finished", "load_s", "fit_s", "score_s", "warnings")
+
+
+def _grid(toy_root, res, name):
+    return ["run", "--methods", "pixelknn,devnet", "--datasets", str(toy_root), "--subsets",
+            "alpha", "--setting", "general", "--seeds", "2", "--preset", "quick",
+            "--weights", "none", "--results", str(res), "--name", name, "--no-table"]
+
+
+def _runs(folder):
+    out = {}
+    for rec_path in sorted(folder.glob("[!.]*/record.json")):
+        rec = json.loads(rec_path.read_text())
+        out[rec["run_id"]] = ({k: v for k, v in rec.items() if k not in _VOLATILE},
+                              (rec_path.parent / "scores.csv").read_text())
+    return out
+
+
+def test_records_identical_across_local_ray_and_submitit(toy_root, tmp_path, bench_env):
+    res = tmp_path / "res"
+    cores = str(os.cpu_count() or 1)  # one torch thread per worker, as a Ray/submitit task
+    variants = {"local": ["--executor", "local", "--workers", cores],
+                "ray": ["--executor", "ray", "--workers", "2"],
+                "slurm": ["--executor", "slurm", "--slurm-local", "--slurm-runs-per-task", "3",
+                          "--slurm-array-parallelism", "2"]}
+    runs = {}
+    for name, extra in variants.items():
+        out = run_bench(_grid(toy_root, res, name) + extra, bench_env, timeout=600)
+        assert out.returncode == 0, name + out.stdout + out.stderr
+        assert "4 done" in out.stdout, out.stdout
+        runs[name] = _runs(res / name)
+    assert len(runs["local"]) == 4
+    assert all(r["status"] == "done" and r["auroc"] is not None
+               for r, _ in runs["local"].values())
+    for name in ("ray", "slurm"):
+        assert runs[name].keys() == runs["local"].keys(), name
+        for rid, (rec, scores) in runs["local"].items():
+            assert runs[name][rid][0] == rec, (name, rid)
+            assert runs[name][rid][1] == scores, (name, rid)
+    # submitit's job files live in the sweep's executor folder, not among the runs
+    assert (res / "slurm" / "executors" / "slurm").is_dir()
+
+
+def test_two_sweeps_with_different_executors_compute_each_run_once(toy_root, tmp_path,
+                                                                    bench_env):
+    res = tmp_path / "res"
+    args = ["run", "--methods", "epgood", "--set", "epgood.sleep=1.0", "--datasets",
+            str(toy_root), "--setting", "general", "--shots", "1,2", "--seeds", "2",
+            "--results", str(res), "--weights", "none", "--no-table"]
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.cli", *args, *extra],
+                              env=bench_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for extra in (["--executor", "local", "--workers", "2"],
+                           ["--executor", "slurm", "--slurm-local",
+                            "--slurm-array-parallelism", "2"])]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    recs = [json.loads(p.read_text()) for p in (res / "main").glob("[!.]*/record.json")]
+    planned = int(outs[0][0].split(" runs planned")[0].split()[-1])
+    assert len(recs) == planned and all(r["status"] == "done" for r in recs)
+    for r in recs:  # each run was fitted by exactly one process
+        log = (res / "main" / "logs" / f"{r['run_id']}.log").read_text()
+        assert log.count("] fit ") == 1, log
+    assert not list((res / "main" / "claims").iterdir())
+    done = [int(o[0].split(" done,")[0].split()[-1]) for o in outs]
+    assert sum(done) == planned, outs  # the rest was "left to another bench run"
