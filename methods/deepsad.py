@@ -53,7 +53,7 @@ from .common.augment import normalize, to_float, train_transform
 from .common.backbones import ResNetTrunk
 from .common.decoders import ConvDecoder
 from .common.samplers import BalancedBatchSampler, EndlessPermutation
-from .common.torch_method import FitState, TorchMethod
+from .common.torch_method import FitSchedule, FitState, TorchMethod
 from .common.training import adam, fit_loop
 
 
@@ -171,11 +171,11 @@ class DeepSAD(TorchMethod):
                         lr_step_size=self.lr_step_size, lr_gamma=self.lr_gamma,
                         lr_placement="start", progress=progress)
 
-    def lr_schedule(self) -> tuple[int, float]:
+    def lr_step_schedule(self) -> tuple[int, float]:
         return self.lr_step_size, self.lr_gamma
 
-    def planned_steps(self) -> int:
-        return (self.ae_pretrain_epochs + self.epochs) * self.steps_per_epoch
+    def planned_steps(self, schedule: FitSchedule) -> int:
+        return self.ae_pretrain_epochs * self.steps_per_epoch + schedule.total_steps
 
     def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
         self.c_ = None
@@ -187,7 +187,7 @@ class DeepSAD(TorchMethod):
         state.extra["everything"] = everything
         self.ae_loss_history_ = []
         if self.ae_pretrain_epochs:
-            total = self.planned_steps()
+            total = self.planned_steps(state.schedule)
             self.ae_loss_history_ = self._pretrain_autoencoder(
                 state.model.trunk, everything, state.rng, state.gen,
                 lambda step, _total: state.ctx.progress(step, total))

@@ -80,14 +80,14 @@ or ``--set`` says otherwise) is the resolution the harness decodes and resizes t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import Method, MethodCard, RunContext, TrainData
+from bench.api import MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import normalize, random_rotate, to_float
@@ -96,9 +96,8 @@ from .common.cutpaste import SYNTHETIC_KINDS, synthesize
 from .common.heads import TopKHead, image_pyramid
 from .common.losses import bce_loss, binary_focal_loss, deviation_loss
 from .common.samplers import BalancedBatchSampler, EndlessPermutation
-from .common.training import (adam, fit_loop, make_rngs, resolve_device, seed_everything,
-                              step_lr_factor)
-from .common.torch_method import TorchMethod
+from .common.training import make_rngs, step_lr_factor
+from .common.torch_method import FitSchedule, FitState, TorchMethod, check_budget
 
 HEAD_NAMES = ("seen", "pseudo", "residual", "normality")
 ABNORMALITY_HEADS = ("seen", "pseudo", "residual")   # summed in the score; normality subtracted
@@ -464,9 +463,9 @@ class DRA(TorchMethod):
         if p["lr_schedule"] not in LR_SCHEDULES:
             raise ValueError(f"DRA lr_schedule={p['lr_schedule']!r}: choose one of "
                              f"{', '.join(LR_SCHEDULES)}")
-        for name in ("n_ref", "n_scales", "epochs", "steps_per_epoch", "test_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"DRA {name}={getattr(self, name)!r} must be ≥ 1")
+        check_budget("DRA", lr=p["lr"], weight_decay=p["weight_decay"], n_ref=self.n_ref,
+                     n_scales=self.n_scales, epochs=self.epochs,
+                     steps_per_epoch=self.steps_per_epoch, test_batch_size=self.test_batch_size)
         if int(self.batch_size) < 2:
             raise ValueError(f"DRA batch_size={self.batch_size!r} must be ≥ 2 (normal and "
                              f"anomaly slots)")
@@ -499,13 +498,117 @@ class DRA(TorchMethod):
                  normal_fraction=float(self.normal_fraction))
         return p
 
+    # -- TorchMethod hooks --------------------------------------------------------------------
+    def check_params(self) -> None:
+        """Validation only; the values are resolved against the data in ``check_data``."""
+        self.resolve_params()
+
+    def check_data(self, train: TrainData) -> None:
+        """Resolve the parameters for this data (pseudo source, image size) into
+        ``effective_params_`` and refuse data they cannot train on."""
+        has_outliers = train.outliers is not None and len(train.outliers) > 0
+        p = self.resolve_params(has_outliers, train.img_size)
+        if p["pseudo"] == "external" and p["pseudo_prob"] > 0 and not has_outliers:
+            raise ValueError("DRA pseudo='external' needs external outlier images but this run "
+                             "has none: pass --outliers lag|mvtec_ad|PATH to the harness, or "
+                             "choose pseudo=cutmix, cutpaste_scar or cutpaste_mix")
+        super().check_data(train)
+        self.effective_params_ = p
+
+    def uses_outlier_images(self, train: TrainData) -> bool:
+        p = self.effective_params_
+        return p["pseudo"] == "external" and p["pseudo_prob"] > 0
+
+    def fit_schedule(self, train: TrainData) -> FitSchedule:
+        """The resolved profile's loop: ``lr_schedule`` step_start / step_end = StepLR(10,
+        0.1) at the start / end of each epoch, none = constant; ``grad_clip`` ≤ 0 = off."""
+        p = self.effective_params_
+        schedule = p["lr_schedule"]
+        return FitSchedule(p["epochs"], p["steps_per_epoch"], p["lr"], p["weight_decay"],
+                           p["grad_clip"] if p["grad_clip"] > 0 else None, LR_STEP_SIZE,
+                           1.0 if schedule == "none" else LR_GAMMA,
+                           "start" if schedule == "step_start" else "end")
+
+    def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
+        p = self.effective_params_
+        return DRANet(tuple(p["heads"].split(",")), p["backbone"], ctx.weights, p["topk"],
+                      p["n_scales"], p["residual_block"], p["abs_scores"])
+
+    def prepare(self, state: FitState) -> None:
+        """The balanced sampler, the per-step reference stream and, in the fixed reference
+        modes, the reference set (paper: N_r images drawn once at random, fixed for training
+        and testing; main text: normal, App. B.1: pseudo anomalies mixed in; unaugmented)."""
+        p = self.effective_params_
+        # Kept after fit: the score-time references are drawn from the training normals.
+        self._normal_u8, self._outliers_u8 = state.normal, state.outliers
+        n_normal = len(state.normal)
+        state.extra["sampler"] = make_batch_sampler(n_normal, len(state.anomalies),
+                                                    p["batch_size"], state.rng,
+                                                    p["normal_fraction"])
+        state.extra["ref_stream"] = EndlessPermutation(n_normal, state.rng)
+        self.ref_idx_ = self.ref_is_pseudo_ = self.ref_images_ = None
+        if state.model.needs_reference and p["ref_mode"] in ("fixed_normal", "fixed_mixed"):
+            idx = state.rng.choice(n_normal, p["n_ref"], replace=n_normal < p["n_ref"])
+            self.ref_idx_ = np.sort(idx)
+            if p["ref_mode"] == "fixed_mixed":
+                plan = plan_slots(self.ref_idx_, state.rng, p["pseudo_prob"],
+                                  self._pseudo_pool_size())
+                self.ref_is_pseudo_ = plan.is_pseudo
+                self.ref_images_ = self._slot_images(plan, state.gen)
+            else:
+                self.ref_is_pseudo_ = np.zeros(len(self.ref_idx_), bool)
+                self.ref_images_ = to_float(
+                    state.normal[torch.from_numpy(self.ref_idx_).to(state.device)])
+
+    def training_step(self, state: FitState) -> torch.Tensor:
+        """One batch (methods.md §1.3): the planned normal/pseudo slots, then the seen
+        anomalies, all rotated; the references prepended when the residual head is on."""
+        p, rng, gen = self.effective_params_, state.rng, state.gen
+        normal_idx, anomaly_idx = state.extra["sampler"].next()
+        plan = plan_slots(normal_idx, rng, p["pseudo_prob"], self._pseudo_pool_size())
+        labels = torch.from_numpy(batch_labels(plan, len(anomaly_idx)))
+        x = torch.cat([self._slot_images(plan, gen),
+                       to_float(state.anomalies[torch.from_numpy(anomaly_idx).to(state.device)])])
+        if p["rotate"]:
+            x = random_rotate(x, gen)
+        n_ref = 0
+        if state.model.needs_reference:
+            refs = (self.ref_images_ if self.ref_images_ is not None else
+                    self._draw_references(state.extra["ref_stream"], rng, gen))
+            x = torch.cat([refs, x])
+            n_ref = len(refs)
+        scores = state.model(normalize(x), n_ref)
+        total, _ = dra_loss(scores, labels, loss=p["loss"], squared=p["squared_loss"],
+                            generator=gen)
+        return total
+
+    def batch_scorer(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Score = g_s + g_p + g_r − g_n. Fixed reference modes: the set's mean feature maps,
+        computed once per call; code profile: ``n_ref`` fresh (mixed, rotated) references
+        for every test batch, from a score-time stream seeded from the run seed, so that
+        the same call gives the same scores."""
+        if not model.needs_reference:
+            return lambda x: combine_scores(model(x))
+        if self.ref_images_ is not None:
+            ref_means = model.reference_means(normalize(self.ref_images_))
+            return lambda x: combine_scores(model(x, 0, ref_means))
+        score_seed = np.random.SeedSequence([self.ctx_.seed, 1]).generate_state(1)[0]
+        rng, gen = make_rngs(int(score_seed))
+        stream = EndlessPermutation(len(self._normal_u8), rng)
+
+        def with_fresh_references(x: torch.Tensor) -> torch.Tensor:
+            refs = normalize(self._draw_references(stream, rng, gen))
+            return combine_scores(model(torch.cat([refs, x]), len(refs)))
+        return with_fresh_references
+
     # -- data helpers ------------------------------------------------------------------------
     def _slot_images(self, plan: SlotPlan, gen: torch.Generator) -> torch.Tensor:
         """Float [0, 1] images of planned normal/pseudo slots (before rotation)."""
-        x = to_float(self._normal_u8[torch.from_numpy(plan.normal_idx).to(self.device_)])
+        dev = self._normal_u8.device
+        x = to_float(self._normal_u8[torch.from_numpy(plan.normal_idx).to(dev)])
         if plan.is_pseudo.any():
-            sel = torch.from_numpy(np.flatnonzero(plan.is_pseudo)).to(self.device_)
-            src = torch.from_numpy(plan.pseudo_src[plan.is_pseudo]).to(self.device_)
+            sel = torch.from_numpy(np.flatnonzero(plan.is_pseudo)).to(dev)
+            src = torch.from_numpy(plan.pseudo_src[plan.is_pseudo]).to(dev)
             kind = self.effective_params_["pseudo"]
             if kind == "external":  # the outlier image replaces the CutMix pseudo anomaly
                 x[sel] = to_float(self._outliers_u8[src])
@@ -527,143 +630,6 @@ class DRA(TorchMethod):
                           self.effective_params_["pseudo_prob"], self._pseudo_pool_size())
         x = self._slot_images(plan, gen)
         return random_rotate(x, gen) if self.effective_params_["rotate"] else x
-
-    # -- fit ---------------------------------------------------------------------------------
-    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "DRA":
-        ctx = self._context(train, ctx)
-        p = self.resolve_params(train.outliers is not None and len(train.outliers) > 0,
-                                train.img_size)
-        if p["pseudo"] == "external" and p["pseudo_prob"] > 0 and (
-                train.outliers is None or len(train.outliers) == 0):
-            raise ValueError("DRA pseudo='external' needs external outlier images but this run "
-                             "has none: pass --outliers lag|mvtec_ad|PATH to the harness, or "
-                             "choose pseudo=cutmix, cutpaste_scar or cutpaste_mix")
-        if len(train.normal) < 1:
-            raise ValueError("DRA needs at least one normal training image")
-        heads = p["heads"].split(",")
-        if len(train.anomalies) < 1:
-            raise ValueError(f"DRA needs labelled anomalies (shots ≥ 1) for its seen-anomaly "
-                             f"batch slots; got none for heads {p['heads']}")
-        self.effective_params_ = p
-        self.used_outliers_ = p["pseudo"] == "external" and p["pseudo_prob"] > 0
-        seed_everything(ctx.seed)
-        rng, gen = make_rngs(ctx.seed)
-        self.seed_ = int(ctx.seed)
-        self.device_ = resolve_device(ctx.device)
-        dev = self.device_
-
-        self.model_ = None
-        model = DRANet(tuple(heads), p["backbone"], ctx.weights, p["topk"], p["n_scales"],
-                       p["residual_block"], p["abs_scores"]).to(dev)
-        self._normal_u8 = torch.from_numpy(np.ascontiguousarray(train.normal)).to(dev)
-        self._anomalies_u8 = torch.from_numpy(np.ascontiguousarray(train.anomalies)).to(dev)
-        self._outliers_u8 = (torch.from_numpy(np.ascontiguousarray(train.outliers)).to(dev)
-                             if self.used_outliers_ else None)
-
-        sampler = make_batch_sampler(len(train.normal), len(train.anomalies), p["batch_size"],
-                                     rng, p["normal_fraction"])
-        use_refs = model.needs_reference
-        ref_stream = EndlessPermutation(len(train.normal), rng)
-        # Paper: N_r images drawn once at random, fixed for training and testing (main text:
-        # normal; App. B.1: pseudo anomalies mixed in). Unaugmented, reused at every step.
-        self.ref_idx_ = self.ref_is_pseudo_ = self.ref_images_ = None
-        if use_refs and p["ref_mode"] in ("fixed_normal", "fixed_mixed"):
-            idx = rng.choice(len(train.normal), p["n_ref"],
-                             replace=len(train.normal) < p["n_ref"])
-            self.ref_idx_ = np.sort(idx)
-            if p["ref_mode"] == "fixed_mixed":
-                plan = plan_slots(self.ref_idx_, rng, p["pseudo_prob"],
-                                  self._pseudo_pool_size())
-                self.ref_is_pseudo_ = plan.is_pseudo
-                self.ref_images_ = self._slot_images(plan, gen)
-            else:
-                self.ref_is_pseudo_ = np.zeros(len(self.ref_idx_), bool)
-                self.ref_images_ = to_float(
-                    self._normal_u8[torch.from_numpy(self.ref_idx_).to(dev)])
-        optimizer = adam(model.parameters(), p["lr"], p["weight_decay"])
-        lr_history: list[float] = []
-        epoch_steps = {"n": 0}
-
-        def step_loss() -> torch.Tensor:
-            if epoch_steps["n"] % p["steps_per_epoch"] == 0:
-                lr_history.append(optimizer.param_groups[0]["lr"])
-            epoch_steps["n"] += 1
-            normal_idx, anomaly_idx = sampler.next()
-            plan = plan_slots(normal_idx, rng, p["pseudo_prob"], self._pseudo_pool_size())
-            labels = torch.from_numpy(batch_labels(plan, len(anomaly_idx)))
-            x = torch.cat([self._slot_images(plan, gen),
-                           to_float(self._anomalies_u8[
-                               torch.from_numpy(anomaly_idx).to(dev)])])
-            if p["rotate"]:
-                x = random_rotate(x, gen)
-            n_ref = 0
-            if use_refs:
-                refs = (self.ref_images_ if self.ref_images_ is not None else
-                        self._draw_references(ref_stream, rng, gen))
-                x = torch.cat([refs, x])
-                n_ref = len(refs)
-            scores = model(normalize(x), n_ref)
-            total, _ = dra_loss(scores, labels, loss=p["loss"], squared=p["squared_loss"],
-                                generator=gen)
-            return total
-
-        schedule = p["lr_schedule"]
-        self.loss_history_ = fit_loop(
-            step_loss, optimizer, modules=model, epochs=p["epochs"],
-            steps_per_epoch=p["steps_per_epoch"],
-            grad_clip=p["grad_clip"] if p["grad_clip"] > 0 else None,
-            lr_step_size=LR_STEP_SIZE, lr_gamma=1.0 if schedule == "none" else LR_GAMMA,
-            lr_placement="start" if schedule == "step_start" else "end",
-            progress=ctx.progress)
-        self.train_steps_ = int(self.epochs) * int(self.steps_per_epoch)
-        self.train_batch_size_ = int(self.batch_size)
-        self.lr_history_ = lr_history
-        model.eval()
-        self.model_ = model
-        return self
-
-    # -- score -------------------------------------------------------------------------------
-    def score(self, images: np.ndarray) -> np.ndarray:
-        self._check_fitted("model_")
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
-                or images.shape[-1] != 3:
-            raise ValueError(f"DRA.score expects uint8 images N×H×W×3, got "
-                             f"{getattr(images, 'dtype', type(images))} "
-                             f"{getattr(images, 'shape', '')}")
-        p, model, dev = self.effective_params_, self.model_, self.device_
-        self._check_image_size(images, p["img_size"])
-        if len(images) == 0:
-            return np.zeros(0, dtype=np.float64)
-        # A score-time stream seeded from the run seed: the same call gives the same scores.
-        rng, gen = make_rngs(int(np.random.SeedSequence([self.seed_, 1]).generate_state(1)[0]))
-        ref_stream = EndlessPermutation(len(self._normal_u8), rng)
-        was_training = model.training
-        model.eval()
-        out = []
-        try:
-            with torch.no_grad():
-                ref_means = None
-                if model.needs_reference and self.ref_images_ is not None:
-                    ref_means = model.reference_means(normalize(self.ref_images_))
-                for i in range(0, len(images), p["test_batch_size"]):
-                    batch = torch.from_numpy(
-                        np.ascontiguousarray(images[i:i + p["test_batch_size"]])).to(dev)
-                    x = to_float(batch)
-                    n_ref = 0
-                    if model.needs_reference and ref_means is None:
-                        # Code: 5 fresh (mixed, rotated) references for every test batch.
-                        refs = self._draw_references(ref_stream, rng, gen)
-                        x = torch.cat([refs, x])
-                        n_ref = len(refs)
-                    scores = model(normalize(x), n_ref, ref_means)
-                    out.append(combine_scores(scores).double().cpu().numpy())
-        finally:
-            model.train(was_training)
-        return np.concatenate(out)
-
-    def state_dict(self) -> dict:
-        self._check_fitted("model_")
-        return {"model": self.model_.state_dict()}
 
 
 # The paper's head ablations (Table 3): same class, other heads.

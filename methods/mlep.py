@@ -142,7 +142,7 @@ class MLEP(TorchMethod):
                              "training data has none (shots = 0); run it with shots ≥ 1")
         super().check_data(train)
 
-    def lr_schedule(self) -> tuple[int, float]:
+    def lr_step_schedule(self) -> tuple[int, float]:
         return self.lr_step_size, self.lr_gamma
 
     def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:

@@ -182,7 +182,7 @@ class SAOE(TorchMethod):
     def uses_outlier_images(self, train: TrainData) -> bool:
         return super().uses_outlier_images(train) and self.oe_weight > 0
 
-    def lr_schedule(self) -> tuple[int, float]:
+    def lr_step_schedule(self) -> tuple[int, float]:
         return self.lr_step_size, self.lr_gamma
 
     def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:

@@ -11,14 +11,18 @@ eval-mode batched scoring, ``state_dict`` and forgetting an earlier fit. A metho
 * ``training_step(state)``: one step's loss (it builds its own batch);
 * ``score_batch(model, x)``: (B,) scores of a normalised float batch.
 
-Every subclass declares the budget parameters ``epochs``, ``steps_per_epoch``, ``batch_size``,
-``lr``, ``weight_decay``, ``grad_clip`` and ``test_batch_size`` in its ``__init__`` (and
-``backbone`` when it uses one), like any other parameter.
+By default a subclass declares the budget parameters ``epochs``, ``steps_per_epoch``,
+``batch_size``, ``lr``, ``weight_decay``, ``grad_clip`` and ``test_batch_size`` in its
+``__init__`` (and ``backbone`` when it uses one), like any other parameter, and the loop runs
+them as they are. A method whose loop settings are not these parameters as given (DRA's
+profile-resolved values, KDAD's epochs as passes over the data) overrides ``fit_schedule``
+(and ``check_params``); one whose batches share per-call state at scoring time (DRA's
+score-time reference stream) overrides ``batch_scorer``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -26,15 +30,49 @@ from torch import nn
 
 from bench.api import Method, Resources, RunContext, TrainData
 
-from .training import (adam, fit_loop, images_to_device, make_rngs, predict_in_batches,
-                       resolve_device, seed_everything)
+from .training import (adam, eval_mode, fit_loop, images_to_device, make_rngs,
+                       predict_in_batches, resolve_device, seed_everything)
+
+
+def check_budget(owner: str, *, lr: float, weight_decay: float = 0.0,
+                 **positive_ints: Any) -> None:
+    """Refuse a non-positive learning rate, a negative weight decay, or any of
+    ``positive_ints`` (name=value) that is not an integer ≥ 1 (ValueError naming the value)."""
+    for p, v in positive_ints.items():
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{owner}: {p} must be an integer ≥ 1, got {v!r}")
+    if not lr > 0 or not weight_decay >= 0:
+        raise ValueError(f"{owner}: need lr > 0 and weight_decay ≥ 0, got lr={lr!r}, "
+                         f"weight_decay={weight_decay!r}")
+
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """The optimisation one fit runs: ``epochs`` × ``steps_per_epoch`` optimiser steps, Adam
+    at ``lr`` with L2 ``weight_decay``, the lr multiplied by StepLR(``lr_step_size``,
+    ``lr_gamma``) placed at the ``lr_placement`` (``"start"``/``"end"``) of each epoch
+    (γ = 1: constant), the global gradient norm clipped to ``grad_clip`` (None: off)."""
+
+    epochs: int
+    steps_per_epoch: int
+    lr: float
+    weight_decay: float
+    grad_clip: Optional[float]
+    lr_step_size: int
+    lr_gamma: float
+    lr_placement: str
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
 
 
 @dataclass
 class FitState:
     """What one fit works with: the model, the device, the two seeded random streams and the
     training arrays on the device (uint8 N×H×W×3; ``outliers`` None when the run has none or
-    the method does not use them). ``extra`` holds what ``prepare`` sets up."""
+    the method does not use them), the run context and the loop's schedule. ``extra`` holds
+    what ``prepare`` sets up."""
 
     model: nn.Module
     device: torch.device
@@ -44,6 +82,7 @@ class FitState:
     anomalies: torch.Tensor
     outliers: Optional[torch.Tensor]
     ctx: RunContext
+    schedule: FitSchedule
     extra: dict = field(default_factory=dict)
 
     def batch(self, normal_idx: np.ndarray, anomaly_idx: np.ndarray) -> torch.Tensor:
@@ -57,7 +96,8 @@ class TorchMethod(Method):
 
     Class attributes: ``lr_placement`` (``"end"``: StepLR stepped after each epoch, DevNet's
     code; ``"start"``: before it, DRA's code), ``min_batch_size`` (the smallest batch the
-    step can be built from)."""
+    step can be built from), ``normalizes_inputs`` (False: ``score_batch`` gets the uint8
+    N×H×W×3 batch and converts it itself, as KDAD, whose nets take unnormalised input)."""
 
     uses_common_blocks = True
     # Measured peak GPU memory at 448 px, batch 48 (benchmarks/results/
@@ -66,6 +106,7 @@ class TorchMethod(Method):
     resources = Resources(gpu_fraction=0.25, cpus=2, memory_gb=8.0)
     lr_placement: ClassVar[str] = "start"
     min_batch_size: ClassVar[int] = 1
+    normalizes_inputs: ClassVar[bool] = True
 
     # -- declared budget -----------------------------------------------------------------
     @classmethod
@@ -80,17 +121,12 @@ class TorchMethod(Method):
         """Refuse invalid parameters before anything is built (ValueError naming the value);
         subclasses extend it with ``super().check_params()``."""
         name = type(self).__name__
-        for p in ("epochs", "steps_per_epoch", "test_batch_size"):
-            v = getattr(self, p)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: {p} must be an integer ≥ 1, got {v!r}")
+        check_budget(name, lr=self.lr, weight_decay=self.weight_decay, epochs=self.epochs,
+                     steps_per_epoch=self.steps_per_epoch, test_batch_size=self.test_batch_size)
         if not isinstance(self.batch_size, (int, np.integer)) or \
                 self.batch_size < self.min_batch_size:
             raise ValueError(f"{name}: batch_size must be an integer ≥ {self.min_batch_size}, "
                              f"got {self.batch_size!r}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"{name}: need lr > 0 and weight_decay ≥ 0, got lr={self.lr!r}, "
-                             f"weight_decay={self.weight_decay!r}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"{name}: grad_clip must be > 0 or None, got {self.grad_clip!r}")
 
@@ -119,12 +155,19 @@ class TorchMethod(Method):
         """Whether this fit trains on ``train.outliers`` (recorded as ``used_outliers_``)."""
         return self.uses_outliers and train.outliers is not None and len(train.outliers) > 0
 
-    def lr_schedule(self) -> tuple[int, float]:
+    def lr_step_schedule(self) -> tuple[int, float]:
         """StepLR's (step_size, gamma); both released codes use (10, 0.1)."""
         return 10, 0.1
 
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return adam(model.parameters(), self.lr, self.weight_decay)
+    def fit_schedule(self, train: TrainData) -> FitSchedule:
+        """The loop's settings for this fit (after ``check_data``): by default the budget
+        parameters as given, ``lr_step_schedule`` and the class's ``lr_placement``."""
+        step_size, gamma = self.lr_step_schedule()
+        return FitSchedule(self.epochs, self.steps_per_epoch, self.lr, self.weight_decay,
+                           self.grad_clip, step_size, gamma, self.lr_placement)
+
+    def optimizer(self, model: nn.Module, schedule: FitSchedule) -> torch.optim.Optimizer:
+        return adam(model.parameters(), schedule.lr, schedule.weight_decay)
 
     def after_training(self, state: FitState) -> None:
         """Learned state beyond the model (e.g. a centre), computed after the loop."""
@@ -135,6 +178,7 @@ class TorchMethod(Method):
         self.model_ = None  # forget an earlier fit before anything can fail
         self.check_params()
         self.check_data(train)
+        schedule = self.fit_schedule(train)
         # Seed the global RNGs before building the model so the new layers' init repeats.
         seed_everything(ctx.seed, deterministic=ctx.deterministic)
         rng, gen = make_rngs(ctx.seed)
@@ -144,10 +188,9 @@ class TorchMethod(Method):
         state = FitState(model, device, rng, gen, images_to_device(train.normal, device),
                          images_to_device(train.anomalies, device),
                          images_to_device(train.outliers, device) if use_outliers else None,
-                         ctx)
+                         ctx, schedule)
         self.prepare(state)
-        step_size, gamma = self.lr_schedule()
-        self.loss_history_ = self.run_fit_loop(state, self.optimizer(model), step_size, gamma)
+        self.loss_history_ = self.run_fit_loop(state, self.optimizer(model, schedule))
         self.train_batch_size_ = int(self.batch_size)
         self.after_training(state)
         model.eval()
@@ -159,31 +202,47 @@ class TorchMethod(Method):
             self.used_outliers_ = use_outliers
         return self
 
-    def planned_steps(self) -> int:
+    def planned_steps(self, schedule: FitSchedule) -> int:
         """Optimiser steps of one fit, for progress (a method with a pre-training phase
         adds its steps)."""
-        return self.epochs * self.steps_per_epoch
+        return schedule.total_steps
 
-    def run_fit_loop(self, state: FitState, optimizer: torch.optim.Optimizer, step_size: int,
-                     gamma: float) -> list[float]:
-        """``epochs`` × ``steps_per_epoch`` steps of ``training_step``; progress counts on
-        from the steps that come before (``planned_steps``)."""
-        total = self.planned_steps()
-        offset = total - self.epochs * self.steps_per_epoch
+    def run_fit_loop(self, state: FitState, optimizer: torch.optim.Optimizer) -> list[float]:
+        """The schedule's steps of ``training_step``; progress counts on from the steps that
+        come before (``planned_steps``). Records the lr each epoch ran at (``lr_history_``)."""
+        sched = state.schedule
+        total = self.planned_steps(sched)
+        offset = total - sched.total_steps
         progress = state.ctx.progress
         self.train_steps_ = total
-        return fit_loop(lambda: self.training_step(state), optimizer, modules=state.model,
-                        epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
-                        grad_clip=self.grad_clip, lr_step_size=step_size, lr_gamma=gamma,
-                        lr_placement=self.lr_placement,
+        self.lr_history_ = lr_history = []
+        steps = iter(range(sched.total_steps))
+
+        def step_loss() -> torch.Tensor:
+            if next(steps) % sched.steps_per_epoch == 0:
+                lr_history.append(optimizer.param_groups[0]["lr"])
+            return self.training_step(state)
+
+        return fit_loop(step_loss, optimizer, modules=state.model, epochs=sched.epochs,
+                        steps_per_epoch=sched.steps_per_epoch, grad_clip=sched.grad_clip,
+                        lr_step_size=sched.lr_step_size, lr_gamma=sched.lr_gamma,
+                        lr_placement=sched.lr_placement,
                         progress=lambda step, _n: progress(offset + step, total))
+
+    def batch_scorer(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The (B,)-scores function of one ``score`` call, run in eval mode without
+        gradients; ``score_batch`` by default. A method whose batches share state within a
+        call (a score-time random stream, features computed once) returns a closure over it."""
+        return lambda x: self.score_batch(model, x)
 
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_")
         self._check_image_size(images, self.img_size_)
         model = self.model_
-        return predict_in_batches(lambda x: self.score_batch(model, x), images,
-                                  self.test_batch_size, self.device_, modules=model)
+        with eval_mode(model), torch.no_grad():
+            return predict_in_batches(self.batch_scorer(model), images, self.test_batch_size,
+                                      self.device_, preprocess=self.normalizes_inputs,
+                                      modules=[])
 
     def state_dict(self) -> dict:
         self._check_fitted("model_")

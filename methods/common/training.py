@@ -10,7 +10,8 @@ reproduces both placements without relying on scheduler call-order semantics.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -103,6 +104,20 @@ def _as_modules(modules: Union[nn.Module, Sequence[nn.Module], None]) -> list[nn
     return [modules] if isinstance(modules, nn.Module) else list(modules)
 
 
+@contextmanager
+def eval_mode(modules: Union[nn.Module, Sequence[nn.Module], None]) -> Iterator[None]:
+    """Put ``modules`` in eval mode for the block and restore each one's mode afterwards."""
+    mods = _as_modules(modules)
+    was_training = [m.training for m in mods]
+    for m in mods:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, t in zip(mods, was_training):
+            m.train(t)
+
+
 def fit_loop(step_loss: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, *,
              modules: Union[nn.Module, Sequence[nn.Module]], epochs: int,
              steps_per_epoch: int, grad_clip: Optional[float] = 1.0,
@@ -180,23 +195,15 @@ def predict_in_batches(fn: Callable[[torch.Tensor], torch.Tensor], images_uint8:
         raise ValueError(f"score() expects uint8 images N×H×W×3, got "
                          f"{getattr(images_uint8, 'dtype', type(images_uint8))} "
                          f"{getattr(images_uint8, 'shape', '')}")
-    mods = _as_modules(modules if modules is not None else
-                       (fn if isinstance(fn, nn.Module) else None))
-    was_training = [m.training for m in mods]
-    for m in mods:
-        m.eval()
     out = []
-    try:
-        with torch.no_grad():
-            for i in range(0, len(images_uint8), batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(images_uint8[i:i + batch_size]))
-                batch = batch.to(device)
-                x = normalize(to_float(batch)) if preprocess else batch
-                s = fn(x)
-                out.append(s.detach().reshape(-1).double().cpu().numpy())
-    finally:
-        for m, t in zip(mods, was_training):
-            m.train(t)
+    with eval_mode(modules if modules is not None else
+                   (fn if isinstance(fn, nn.Module) else None)), torch.no_grad():
+        for i in range(0, len(images_uint8), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images_uint8[i:i + batch_size]))
+            batch = batch.to(device)
+            x = normalize(to_float(batch)) if preprocess else batch
+            s = fn(x)
+            out.append(s.detach().reshape(-1).double().cpu().numpy())
     if not out:
         return np.zeros(0, dtype=np.float64)
     scores = np.concatenate(out)
