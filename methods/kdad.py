@@ -54,18 +54,16 @@ import copy
 import warnings
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import Method, MethodCard, RunContext, TrainData
+from bench.api import MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import to_float
 from .common.backbones import build_torchvision
-from .common.training import predict_in_batches, resolve_device, seed_everything
-from .common.torch_method import TorchMethod
+from .common.torch_method import FitSchedule, FitState, TorchMethod, check_budget
 
 # Indices in torchvision's ``vgg16().features`` of the max-pools closing blocks 2, 3, 4, 5.
 VGG16_TAPS = (9, 16, 23, 30)
@@ -194,6 +192,7 @@ class KDAD(TorchMethod):
     # Test-sized budget for the harness' quick preset (64 px, 2 CPU cores): ~a few seconds.
     quick_params = {"epochs": 20}
     input_size = 128  # the released MVTec config
+    normalizes_inputs = False  # [0, 1] input, no ImageNet normalisation (released code)
     @classmethod
     def test_params(cls) -> dict:
         return {"epochs": 2, "batch_size": 12}
@@ -223,81 +222,66 @@ class KDAD(TorchMethod):
         self.cache_teacher = cache_teacher
         self.test_batch_size = test_batch_size
 
-    # -- contract ----------------------------------------------------------------------------
-    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "KDAD":
-        ctx = self._context(train, ctx)
-        if CLONER_CONFIGS.get(self.cloner) is None:
+    # -- TorchMethod hooks --------------------------------------------------------------------
+    def check_params(self) -> None:
+        if self.cloner not in CLONER_CONFIGS:
             raise ValueError(f"unknown KDAD cloner config {self.cloner!r}; known: "
                              f"{', '.join(CLONER_CONFIGS)}")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ValueError(f"KDAD needs epochs >= 0 and batch_size >= 1, got "
-                             f"epochs={self.epochs}, batch_size={self.batch_size}")
-        normal = train.normal
-        if len(normal) == 0:
-            raise ValueError("KDAD needs normal training images; TrainData.normal is empty")
-        # Forget any earlier fit before anything can fail half-way.
-        self.teacher_ = self.model_ = None
-        device = resolve_device(ctx.device)
+        check_budget("KDAD", lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
+                     test_batch_size=self.test_batch_size)
+
+    def fit_schedule(self, train: TrainData) -> FitSchedule:
+        """``epochs`` passes over the normal images, each ⌈N / batch_size⌉ steps (the
+        released loader keeps the last incomplete batch); Adam without weight decay, no
+        schedule, no clipping."""
+        steps = -(-len(train.normal) // self.batch_size)
+        return FitSchedule(self.epochs, steps, self.lr, 0.0, None, lr_step_size=1,
+                           lr_gamma=1.0, lr_placement="end")
+
+    def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
+        """The cloner (the trained model); the frozen teacher is built beside it."""
         if ctx.weights == "none":
             warnings.warn("KDAD with a random teacher (weights='none') distils meaningless "
                           "features: fine for tests, not a KDAD result; use the ImageNet "
                           "VGG16 weights", UserWarning, stacklevel=2)
-        seed_everything(ctx.seed)
-        teacher = VGGTeacher(vgg16_features(ctx.weights, ctx.seed)).to(device).eval()
-        cloner = Cloner(self.cloner).to(device)
-        gen = torch.Generator().manual_seed(ctx.seed)
-        opt = torch.optim.Adam(cloner.parameters(), lr=self.lr, weight_decay=0.0)
-
-        images = torch.from_numpy(np.ascontiguousarray(normal))  # uint8, kept on the CPU
-        cached: Optional[list[torch.Tensor]] = None
-        if self.cache_teacher:
-            with torch.no_grad():
-                parts = [teacher(to_float(images[i:i + self.test_batch_size], device))
-                         for i in range(0, len(images), self.test_batch_size)]
-            cached = [torch.cat([p[l] for p in parts]) for l in range(len(VGG16_TAPS))]
-
-        n = len(images)
-        for epoch in range(self.epochs):
-            cloner.train()
-            order = torch.randperm(n, generator=gen)
-            # The released loader keeps the last incomplete batch (no drop_last).
-            for start in range(0, n, self.batch_size):
-                idx = order[start:start + self.batch_size]
-                x = to_float(images[idx], device)
-                if cached is not None:
-                    idx_dev = idx.to(device)
-                    t_maps = [c[idx_dev] for c in cached]
-                else:
-                    with torch.no_grad():
-                        t_maps = teacher(x)
-                loss = kd_terms(cloner(x), t_maps, TRAIN_LAYERS, self.lam,
-                                self.direction_only).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            ctx.progress(epoch + 1, self.epochs)
-
-        cloner.eval()
-        self.train_steps_ = self.epochs * -(-n // self.batch_size)
-        self.train_batch_size_ = self.batch_size
-        self.device_ = device
-        self.teacher_ = teacher
-        self.model_ = cloner
         self.random_teacher_ = ctx.weights == "none"
-        self.img_size_ = normal.shape[1]
-        return self
+        self.teacher_ = VGGTeacher(vgg16_features(ctx.weights, ctx.seed)).eval()
+        return Cloner(self.cloner)
 
-    def score(self, images: np.ndarray) -> np.ndarray:
-        self._check_fitted("model_", "teacher_")
-        self._check_image_size(images, self.img_size_)
-        teacher, cloner = self.teacher_, self.model_
+    def prepare(self, state: FitState) -> None:
+        """The teacher on the device, its maps of the training images (``cache_teacher``)
+        and the shuffling stream: a torch generator seeded with the run seed itself."""
+        teacher = self.teacher_.to(state.device)
+        state.extra["shuffle"] = torch.Generator().manual_seed(state.ctx.seed)
+        state.extra["pass"] = []  # the index batches left in the current pass
+        state.extra["teacher_maps"] = None
+        if self.cache_teacher:
+            images, step = state.normal, self.test_batch_size
+            with torch.no_grad():
+                parts = [teacher(to_float(images[i:i + step]))
+                         for i in range(0, len(images), step)]
+            state.extra["teacher_maps"] = [torch.cat([p[l] for p in parts])
+                                           for l in range(len(VGG16_TAPS))]
 
-        def fn(batch_u8: torch.Tensor) -> torch.Tensor:
-            x = to_float(batch_u8)  # [0, 1], no ImageNet normalisation (released code)
-            return kd_terms(cloner(x), teacher(x), SCORE_LAYERS, self.lam, self.direction_only)
+    def training_step(self, state: FitState) -> torch.Tensor:
+        batches = state.extra["pass"]
+        if not batches:  # a new pass: a fresh shuffle, cut into batches
+            order = torch.randperm(len(state.normal), generator=state.extra["shuffle"])
+            batches.extend(order.split(self.batch_size))
+        idx = batches.pop(0).to(state.device)
+        x = to_float(state.normal[idx])
+        cached = state.extra["teacher_maps"]
+        if cached is not None:
+            t_maps = [c[idx] for c in cached]
+        else:
+            with torch.no_grad():
+                t_maps = self.teacher_(x)
+        return kd_terms(state.model(x), t_maps, TRAIN_LAYERS, self.lam,
+                        self.direction_only).mean()
 
-        return predict_in_batches(fn, images, self.test_batch_size, self.device_,
-                                  preprocess=False, modules=[cloner, teacher])
+    def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = to_float(x)
+        return kd_terms(model(x), self.teacher_(x), SCORE_LAYERS, self.lam, self.direction_only)
 
     def state_dict(self) -> dict:
         self._check_fitted("model_")

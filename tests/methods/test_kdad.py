@@ -109,7 +109,7 @@ def test_kdad_on_toy_defects(problem, fitted):
     # random teacher this is not a statement about KDAD's accuracy, only that the cloner
     # learns the teacher's map on normals and diverges on large defects.
     assert roc_auc_score(problem.test_labels, s) >= 0.8
-    assert calls == [(e, 20) for e in range(1, 21)]  # one progress call per pass
+    assert calls == [(e, 20) for e in range(1, 21)]  # one per step = one per pass here
 
 
 def test_teacher_stays_frozen(problem, fitted):
@@ -140,7 +140,7 @@ def test_labelled_anomalies_are_ignored(problem):
 
 def test_random_teacher_warns(problem):
     with pytest.warns(UserWarning, match="random teacher"):
-        KDAD(epochs=0).fit(problem.train)
+        KDAD(epochs=1).fit(problem.train)
 
 
 def test_not_fitted_and_bad_params(problem):
@@ -148,6 +148,8 @@ def test_not_fitted_and_bad_params(problem):
         KDAD().score(problem.test_images)
     with pytest.raises(ValueError, match="cloner"):
         KDAD(cloner="huge").fit(problem.train)
+    with pytest.raises(ValueError, match="epochs must be an integer ≥ 1"):
+        KDAD(epochs=0).fit(problem.train)
 
 
 def test_imagenet_teacher_offline_fails_clearly(problem, tmp_path, monkeypatch):
