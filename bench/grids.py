@@ -308,8 +308,7 @@ def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] =
             for k in (block.shots if uses else (0,)):
                 if [col.label, k] not in cols:
                     cols.append([col.label, k])
-    merged = Plan(list(specs.values()), list(skipped.values()), notes, len(seeds),
-                  list(failed.values()))
+    merged = Plan(list(specs.values()), list(skipped.values()), notes, list(failed.values()))
     return GridPlan(grid, merged, columns_of, missing, n_missing, unavailable,
                     list(cells), seeds=tuple(seeds), layout=layout)
 

@@ -468,7 +468,6 @@ class Plan:
     specs: list[RunSpec]
     skipped: list[tuple[RunSpec, str]]   # runs known to be unavailable (recorded as skipped)
     notes: list[str]
-    planned_seeds: int
     failed: list[tuple[RunSpec, str]] = field(default_factory=list)  # planning raised
 
 
@@ -653,7 +652,7 @@ def expand(cfg: SweepConfig) -> Plan:
         raise ConfigError("the sweep holds no run; check --setting, --subsets and "
                           "--known-classes")
     specs, skipped, failed = _drop_duplicate_runs(specs, skipped, notes, failed)
-    return Plan(specs, skipped, notes, len(seeds), failed)
+    return Plan(specs, skipped, notes, failed)
 
 
 def _plan_run(splits: dict, index: SubsetIndex, label: str, setting: str,
