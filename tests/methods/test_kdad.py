@@ -164,3 +164,16 @@ def test_imagenet_teacher_offline_fails_clearly(problem, tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailable, match=weights_filename("vgg16")):
         KDAD(epochs=1).fit(problem.train, replace(problem.context, weights="imagenet"))
     assert weights_filename("vgg16") == "vgg16-397923af.pth"
+
+
+def test_a_pass_is_ceil_n_over_batch_steps_with_the_last_batch_incomplete(problem, monkeypatch):
+    n = len(problem.train.normal)
+    sizes, calls = [], []
+    real = Cloner.forward
+    monkeypatch.setattr(Cloner, "forward", lambda self, x: sizes.append(len(x)) or real(self, x))
+    ctx = replace(problem.context, progress=lambda step, total: calls.append((step, total)))
+    m = KDAD(epochs=2, batch_size=10).fit(problem.train, ctx)
+    per_pass = [10] * (n // 10) + ([n % 10] if n % 10 else [])
+    assert n % 10 and sizes == per_pass * 2            # the released loader: no drop_last
+    assert m.train_steps_ == 2 * len(per_pass) and calls[-1] == (m.train_steps_,) * 2
+    assert len(m.loss_history_) == 2 and m.lr_history_ == [1e-3, 1e-3]  # no schedule
