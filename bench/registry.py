@@ -188,6 +188,20 @@ def resolve_method_names(spec: str | list[str]) -> list[str]:
     return out
 
 
+def reference_table(methods: list[tuple[str, type]]) -> str:
+    """A Markdown table of the cards (paper, venue, upstream code, licence) of the given
+    (label, method class) pairs: docs/recent_methods.md holds it, checked by its test."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| method | paper | venue | upstream code | licence |", "|---|---|---|---|---|"]
+    for label, cls in methods:
+        c = cls.card
+        rows.append(f"| `{label}` | {cell(c.paper)} | {cell(c.venue)} | "
+                    f"{cell(c.upstream)} | {cell(c.upstream_license)} |")
+    return "\n".join(rows) + "\n"
+
+
 def missing_paper_methods() -> list[str]:
     """The paper's methods that no installed plugin provides."""
     registered = list_methods()

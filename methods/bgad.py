@@ -189,7 +189,7 @@ class BGAD(Method):
     uses_common_blocks = True
     uses_labeled_anomalies = True
     card = MethodCard(
-        paper="Yao, Li, Zhang, Xu, Zhou, Wang, Liu. Explicit Boundary Guided Semi-Push-Pull "
+        paper="Yao, Li, Zhang, Sun, Zhang. Explicit Boundary Guided Semi-Push-Pull "
               "Contrastive Learning for Supervised Anomaly Detection (BGAD)",
         venue="CVPR 2023",
         upstream="https://github.com/xcyao00/BGAD (commit 2806d37f3a98)",
