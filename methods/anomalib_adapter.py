@@ -48,8 +48,8 @@ class AnomalibImageModel(Method):
         paper="Akcay et al. Anomalib: A Deep Learning Library for Anomaly Detection (each "
               "model's own paper is cited in anomalib's documentation)",
         venue="ICIP 2022 (library)",
-        upstream="https://github.com/open-edge-platform/anomalib (pip anomalib, the installed "
-                 "version is recorded in the run environment)",
+        upstream="https://github.com/open-edge-platform/anomalib (pip anomalib; the installed "
+                 "version is part of the run id and of env.json)",
         upstream_license="Apache-2.0",
         notes="Adapter, not a reimplementation: anomalib's model and training Engine run "
               "unchanged on the run's normal training images (shots = 0), with anomalib's "
@@ -71,6 +71,14 @@ class AnomalibImageModel(Method):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.img_size = img_size
+
+    @classmethod
+    def full_version(cls) -> str:
+        """The adapter's version plus the installed anomalib version: another anomalib
+        release can change what a model computes, so it gets other run ids."""
+        from importlib.metadata import version
+
+        return f"{cls.version}+anomalib{version('anomalib')}"
 
     def backbones(self) -> list[str]:
         return []  # anomalib resolves its own (timm) backbones; see _weights_args

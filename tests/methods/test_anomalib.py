@@ -53,6 +53,13 @@ def test_patchcore_learns_toy_defects_from_normals_only():
 
 
 @needs_anomalib
+def test_anomalib_version_is_in_the_run_version():
+    from importlib.metadata import version
+
+    assert AnomalibImageModel.full_version() == f"1+anomalib{version('anomalib')}"
+
+
+@needs_anomalib
 def test_unknown_anomalib_model_is_named():
     problem = toy_problem(size=32, seed=0, shots=0, n_normal=2, n_test=1)
     with pytest.raises(ValueError, match="no image model 'nosuchmodel'"):
