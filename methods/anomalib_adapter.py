@@ -14,10 +14,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import tempfile
+from typing import Optional
 
 import numpy as np
 
-from ..api import Method, MethodCard, TrainData
+from ..api import Method, MethodCard, RunContext, TrainData
 
 INSTALL_HINT = "pip install -e '.[anomalib]'"
 
@@ -43,7 +44,8 @@ class AnomalibImageModel(Method):
 
     version = "1"
     uses_labeled_anomalies = False
-    dataset_img_size = False  # anomalib's pre-processor resizes to the model's own size
+    input_size = 256  # anomalib's own default image size
+    dataset_img_size = False  # the paper preset keeps it (no paper size for these models)
     card = MethodCard(
         paper="Akcay et al. Anomalib: A Deep Learning Library for Anomaly Detection (each "
               "model's own paper is cited in anomalib's documentation)",
@@ -53,8 +55,8 @@ class AnomalibImageModel(Method):
         upstream_license="Apache-2.0",
         notes="Adapter, not a reimplementation: anomalib's model and training Engine run "
               "unchanged on the run's normal training images (shots = 0), with anomalib's "
-              "default pre-processing (ImageNet normalisation; its resize set to the run's image "
-              "size, img_size, default 256 as anomalib's) and without "
+              "default pre-processing (ImageNet normalisation; its resize set to the size "
+              "the harness delivers, input_size 256 as anomalib's default) and without "
               "its post-processor (score normalisation and thresholds need a validation "
               "set this protocol does not have), so the score is the model's raw image-level "
               "pred_score. --weights none sets pre_trained=False; imagenet lets anomalib "
@@ -64,13 +66,21 @@ class AnomalibImageModel(Method):
     )
     quick_params = {"max_epochs": 1, "batch_size": 8, "model_args": '{"backbone": "resnet18"}'}
 
+    @classmethod
+    def test_params(cls) -> dict:
+        return {"max_epochs": 1, "batch_size": 8}
+
+    @classmethod
+    def budget_params(cls, steps: int, batch_size: Optional[int] = None) -> dict:
+        """One epoch (anomalib's Engine takes epochs, not steps: a pass over the normals)."""
+        return {"max_epochs": 1, **({"batch_size": batch_size} if batch_size else {})}
+
     def __init__(self, model: str = "patchcore", model_args: str = "{}",
-                 max_epochs: int | None = None, batch_size: int = 32, img_size: int = 256):
+                 max_epochs: Optional[int] = None, batch_size: int = 32):
         self.model = model
         self.model_args = model_args
         self.max_epochs = max_epochs
         self.batch_size = batch_size
-        self.img_size = img_size
 
     @classmethod
     def full_version(cls) -> str:
@@ -138,7 +148,7 @@ class AnomalibImageModel(Method):
                                    f"cache first, or pass --weights none") from exc
             raise
 
-    def fit(self, train: TrainData) -> "AnomalibImageModel":
+    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "AnomalibImageModel":
         import torch
         from torch.utils.data import DataLoader, Dataset
 
@@ -148,13 +158,15 @@ class AnomalibImageModel(Method):
         from .common.augment import to_float
         from .common.training import resolve_device, seed_everything
 
+        ctx = self._context(train, ctx)
+        self.model_ = None  # forget an earlier fit before anything can fail
         if len(train.normal) == 0:
             raise ValueError("anomalib models need normal training images; got none")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"anomalib batch_size must be an integer ≥ 1, got "
                              f"{self.batch_size!r}")
-        seed_everything(train.seed, deterministic=False)
-        model = self._build(train.weights, train.img_size)
+        seed_everything(ctx.seed, deterministic=ctx.deterministic)
+        model = self._build(ctx.weights, train.img_size)
         images = to_float(train.normal)
 
         class _Normals(Dataset):
@@ -165,10 +177,10 @@ class AnomalibImageModel(Method):
                 return ImageItem(image=images[i], gt_label=torch.tensor(0),
                                  image_path=f"normal_{i}")
 
-        gen = torch.Generator().manual_seed(int(train.seed))
+        gen = torch.Generator().manual_seed(int(ctx.seed))
         loader = DataLoader(_Normals(), batch_size=self.batch_size, shuffle=True,
                             generator=gen, collate_fn=ImageBatch.collate, num_workers=0)
-        dev = resolve_device(train.device)
+        dev = resolve_device(ctx.device)
         engine_args = dict(logger=False, enable_progress_bar=False,
                            enable_model_summary=False,
                            accelerator="gpu" if dev.type == "cuda" else "cpu", devices=1)
@@ -180,7 +192,7 @@ class AnomalibImageModel(Method):
         model.to(dev).eval()
         self.model_ = model
         self.device_ = dev
-        self.img_size_ = train.normal.shape[1]
+        self.img_size_ = train.img_size
         return self
 
     def score(self, images: np.ndarray) -> np.ndarray:

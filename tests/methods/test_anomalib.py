@@ -44,11 +44,11 @@ def test_missing_anomalib_fails_with_the_install_command(monkeypatch):
 @needs_anomalib
 def test_patchcore_learns_toy_defects_from_normals_only():
     problem = toy_problem(size=32, seed=0, shots=0)
-    m = AnomalibImageModel(model="patchcore", **SMALL).fit(problem.train)
+    m = AnomalibImageModel(model="patchcore", **SMALL).fit(problem.train, problem.context)
     s = m.score(problem.test_images)
     assert s.shape == (len(problem.test_images),) and np.isfinite(s).all()
     assert roc_auc_score(problem.test_labels, s) >= 0.8
-    again = AnomalibImageModel(model="patchcore", **SMALL).fit(problem.train)
+    again = AnomalibImageModel(model="patchcore", **SMALL).fit(problem.train, problem.context)
     assert np.allclose(again.score(problem.test_images[:4]), s[:4])
 
 
