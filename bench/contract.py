@@ -123,10 +123,12 @@ class MethodUnderTest:
 
 def resolve_target(target: Union[str, type]) -> tuple[str, type, dict, Callable[..., Method]]:
     """A registered name, ``"module:Class"`` or a Method subclass → (label, class, variant
-    defaults, constructor). Raises ValueError naming what could not be found."""
+    defaults, constructor). A registered name wins over ``module:Class`` (adapter names such
+    as ``anomalib:patchcore`` have a colon too). Raises ValueError naming what could not be
+    found."""
     if isinstance(target, type):
         return target.__name__, target, {}, target
-    if ":" in target:
+    if ":" in target and target not in list_methods():
         module, _, attr = target.partition(":")
         try:
             cls = getattr(importlib.import_module(module), attr)

@@ -24,7 +24,8 @@ from . import __version__
 from .plan import RunSpec
 from .store import RunRecord, Store, now
 
-_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow")
+_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow",
+             "anomalib")  # anomalib: the optional extra (None when not installed)
 
 
 @lru_cache(maxsize=1)

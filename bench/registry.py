@@ -22,6 +22,9 @@ PAPER_METHODS = ["kdad", "devnet", "flos", "saoe", "mlep", "deepsad", "minns", "
 # Methods published after the paper; `--methods recent` means these (those installed, with
 # every registered ``anomalib:*`` adapter) together with DRA.
 RECENT_METHODS = ["ahl", "bgad", "prenet"]
+# Names of the adapter of the optional extra [anomalib]: registered only where it is installed,
+# so docs/methods.md (which must not depend on an install) leaves them to docs/recent_methods.md.
+OPTIONAL_METHOD_PATTERN = "anomalib:*"
 
 
 class RegistryError(ValueError):
@@ -173,7 +176,7 @@ def resolve_method_names(spec: str | list[str]) -> list[str]:
             found = [m for m in PAPER_METHODS if m in registered]
         elif item == "recent":
             found = [m for m in ["dra", *RECENT_METHODS] if m in registered] + \
-                _match(registered, "anomalib:*")
+                _match(registered, OPTIONAL_METHOD_PATTERN)
         elif any(c in item for c in "*?["):
             found = _match(registered, item)
             if not found:
@@ -186,6 +189,20 @@ def resolve_method_names(spec: str | list[str]) -> list[str]:
     if not out:
         raise RegistryError("no method selected")
     return out
+
+
+def reference_table(methods: list[tuple[str, type]]) -> str:
+    """A Markdown table of the cards (paper, venue, upstream code, licence) of the given
+    (label, method class) pairs: docs/recent_methods.md holds it, checked by its test."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| method | paper | venue | upstream code | licence |", "|---|---|---|---|---|"]
+    for label, cls in methods:
+        c = cls.card
+        rows.append(f"| `{label}` | {cell(c.paper)} | {cell(c.venue)} | "
+                    f"{cell(c.upstream)} | {cell(c.upstream_license)} |")
+    return "\n".join(rows) + "\n"
 
 
 def missing_paper_methods() -> list[str]:
@@ -219,8 +236,10 @@ def method_cards_markdown() -> str:
     :class:`~bench.api.MethodCard` (the one home of a method's provenance) and its declared
     properties; variants are listed under the method they vary. A test checks that the
     committed file equals this text (regenerate with ``python -m bench.registry``)."""
+    optional = set(_match(list_methods(), OPTIONAL_METHOD_PATTERN))
     entries = [e for e in map(get_method_entry, list_methods())
-               if e.cls.__module__.startswith("bench.methods.")]  # builtins, not plugins
+               if e.cls.__module__.startswith("bench.methods.")  # builtins, not plugins
+               and e.name not in optional]  # the same file with or without optional extras
     variants: dict[str, list[MethodEntry]] = {}
     for e in entries:
         if e.variant_of:
@@ -228,7 +247,8 @@ def method_cards_markdown() -> str:
     lines = ["# Methods", "",
              "Generated from each method's `MethodCard` and declared properties by "
              "`bench.registry.method_cards_markdown()`; edit the cards, then run "
-             "`python -m bench.registry > docs/methods.md`.", "",
+             "`python -m bench.registry > docs/methods.md`. The `anomalib:*` adapter (optional "
+             "extra `[anomalib]`) is in [recent_methods.md](recent_methods.md).", "",
              "| method | venue | input size | labelled anomalies | outliers | variants |",
              "|---|---|---|---|---|---|"]
     for e in entries:

@@ -13,6 +13,7 @@ Provenance and differences: ``AHL.card``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -27,8 +28,8 @@ from .common.cutpaste import SYNTHETIC_KINDS, synthesize
 from .common.heads import TopKHead, image_pyramid
 from .common.losses import deviation_loss
 from .common.samplers import BalancedBatchSampler
-from .common.training import (adam, fit_loop, images_to_device, make_rngs, resolve_device,
-                              seed_everything)
+from .common.training import (adam, fit_loop, images_to_device, make_rngs, predict_in_batches,
+                              resolve_device, seed_everything)
 from .dra import (DEVIATION_MARGIN, LABEL_NORMAL, LABEL_PSEUDO, LABEL_SEEN, HolisticHead,
                   ResidualHead, combine_scores, dra_loss)
 
@@ -277,7 +278,8 @@ class AHL(Method):
         self._kinds()
 
     # -- stage 1 and 2 -------------------------------------------------------------------------
-    def _train_base(self, train: TrainData, ctx: RunContext) -> Method:
+    def _base_method(self) -> Method:
+        """The untrained base detector with AHL's backbone, pyramid, top-K and base budget."""
         params = {"backbone": self.backbone,
                   "n_scales": self.n_scales, "topk": self.topk}
         for ours, theirs in (("base_epochs", "epochs"), ("base_steps_per_epoch",
@@ -285,18 +287,25 @@ class AHL(Method):
                              ("base_batch_size", "batch_size")):
             if getattr(self, ours) is not None:
                 params[theirs] = getattr(self, ours)
-        base = create_method(self.base, **params)
+        return create_method(self.base, **params)
+
+    def _train_base(self, base: Method, train: TrainData, ctx: RunContext, total: int
+                    ) -> Method:
+        """Stage 1: ``base`` trained under the run's context on the normals and labelled
+        anomalies (no external outliers); its progress counts towards AHL's ``total`` steps."""
         stage = TrainData(normal=train.normal, anomalies=train.anomalies,
                           anomaly_classes=train.anomaly_classes, outliers=None)
-        return base.fit(stage, ctx)
+        return base.fit(stage, replace(ctx, progress=lambda step, _n: ctx.progress(step, total)))
+
+    def _trunk_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Frozen base-trunk features of a normalised batch, one tensor per pyramid scale."""
+        with torch.no_grad():
+            return [self.trunk_(xs) for xs in image_pyramid(x, self.n_scales)]
 
     def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Frozen base-trunk features of float [0, 1] images, one tensor per pyramid scale."""
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(images), self.test_batch_size):
-                x = normalize(images[i:i + self.test_batch_size])
-                out.append([self.trunk_(xs) for xs in image_pyramid(x, self.n_scales)])
+        out = [self._trunk_features(normalize(images[i:i + self.test_batch_size]))
+               for i in range(0, len(images), self.test_batch_size)]
         return [torch.cat(level) for level in zip(*out)]
 
     # -- stage 3 ---------------------------------------------------------------------------------
@@ -309,8 +318,13 @@ class AHL(Method):
                              "(shots = 0); run it with shots ≥ 1")
         if len(train.normal) == 0:
             raise ValueError("AHL needs normal training images; got none")
-        self.base_model_ = self._train_base(train, ctx)
-        seed_everything(ctx.seed)
+        self.heads_ = None  # forget an earlier fit before anything can fail
+        base = self._base_method()
+        base_steps = base.planned_steps()
+        total = base_steps + self.epochs * self.steps_per_epoch
+        self.base_model_ = self._train_base(base, train, ctx, total)
+        seed_everything(ctx.seed, deterministic=ctx.deterministic)
+        # Stage 3 draws from its own stream, not a replay of the base's (seeded the same).
         rng, gen = make_rngs(int(np.random.SeedSequence([ctx.seed, 2]).generate_state(1)[0]))
         dev = resolve_device(ctx.device)
         self.device_ = dev
@@ -409,7 +423,10 @@ class AHL(Method):
         self.loss_history_ = fit_loop(step_loss, optimizer, modules=heads, epochs=self.epochs,
                                       steps_per_epoch=self.steps_per_epoch,
                                       grad_clip=self.grad_clip, lr_placement="end",
-                                      progress=ctx.progress)
+                                      progress=lambda step, _n: ctx.progress(base_steps + step,
+                                                                             total))
+        self.train_steps_ = total
+        self.train_batch_size_ = int(self.batch_size)
         heads.eval()
         self.n_episodes_ = n_ep
         self.heads_ = heads
@@ -419,16 +436,10 @@ class AHL(Method):
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("heads_")
         self._check_image_size(images, self.img_size_)
-        if len(images) == 0:
-            return np.zeros(0, dtype=np.float64)
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(images), self.test_batch_size):
-                x = to_float(images_to_device(np.ascontiguousarray(
-                    images[i:i + self.test_batch_size]), self.device_))
-                s = head_score(self.base, self.heads_(self._features(x), self.ref_means_))
-                out.append(s.double().cpu().numpy())
-        return np.concatenate(out)
+        return predict_in_batches(
+            lambda x: head_score(self.base, self.heads_(self._trunk_features(x),
+                                                        self.ref_means_)),
+            images, self.test_batch_size, self.device_, modules=[self.trunk_, self.heads_])
 
     def state_dict(self) -> dict:
         self._check_fitted("heads_")

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import math
 
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from typing import Optional
-
-from ..api import Method, MethodCard, RunContext, TrainData
+from ..api import MethodCard, RunContext, TrainData
 from ..registry import register_method
 from .common.augment import normalize, to_float
 from .common.backbones import build_torchvision
 from .common.samplers import BalancedBatchSampler
-from .common.training import images_to_device, make_rngs, resolve_device, seed_everything
+from .common.torch_method import FitState, TorchMethod
+from .common.training import adam, fit_loop, images_to_device
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -122,6 +123,51 @@ class ConditionalFlow(nn.Module):
         return x, log_det
 
 
+class BGADNet(nn.Module):
+    """The frozen encoder and, once :meth:`add_flows` has built them, one conditional flow
+    per feature level with its positional condition (a buffer, so it moves with the model).
+    Inputs are normalised N×3×H×W batches."""
+
+    def __init__(self, encoder: ResNetLevels):
+        super().__init__()
+        self.encoder = encoder
+        self.flows = nn.ModuleList()
+
+    def add_flows(self, sizes: list[tuple[int, int]], pos_dim: int, n_blocks: int,
+                  clamp: float, generator: torch.Generator) -> None:
+        """One flow per level (feature map ``sizes[level]`` = (h, w)); the flows' fixed
+        orthogonal mixings are drawn from ``generator``."""
+        for level, (c, (h, w)) in enumerate(zip(self.encoder.channels, sizes)):
+            self.register_buffer(f"pos_{level}", positional_encoding_2d(pos_dim, h, w),
+                                 persistent=False)
+            self.flows.append(ConditionalFlow(c, pos_dim, n_blocks, clamp, generator))
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features per level, B×C×h×w (no gradient: the encoder is frozen)."""
+        with torch.no_grad():
+            return self.encoder(x)
+
+    def level_logps(self, level: int, feat: torch.Tensor) -> torch.Tensor:
+        """Per-patch log-likelihood B×h×w of one level's features B×C×h×w."""
+        b, c, h, w = feat.shape
+        cond = getattr(self, f"pos_{level}")  # images are always at the fit size
+        e = feat.permute(0, 2, 3, 1).reshape(-1, c)
+        p = cond.permute(1, 2, 0).reshape(1, h * w, -1).expand(b, -1, -1).reshape(b * h * w, -1)
+        z, log_det = self.flows[level](e, p)
+        return log_likelihood(z, log_det).view(b, h, w)
+
+    def anomaly_map(self, x: torch.Tensor, logp_max: list[float]) -> torch.Tensor:
+        """B×H×W map: per level exp(logp − ``logp_max[level]``), bilinearly upsampled to the
+        image size, summed over levels, and subtracted from the number of levels."""
+        feats = self.features(x)
+        normality = 0
+        for lv, f in enumerate(feats):
+            prob = torch.exp(self.level_logps(lv, f) - logp_max[lv])
+            normality = normality + F.interpolate(prob[:, None], size=x.shape[-2:],
+                                                  mode="bilinear", align_corners=True)[:, 0]
+        return len(feats) - normality
+
+
 def log_likelihood(z: torch.Tensor, log_det: torch.Tensor) -> torch.Tensor:
     """Per-dimension log-likelihood of each row under the flow with a standard normal base:
     (−½·C·log 2π − ½‖z‖² + log|det J|) / C, as upstream's ``get_logp`` / dim."""
@@ -181,15 +227,15 @@ def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
 
 
 @register_method("bgad")
-class BGAD(Method):
+class BGAD(TorchMethod):
     """Normalizing flows on frozen ResNet features, one per level, trained with maximum
     likelihood and the BG-SPP loss; image score = max of the summed per-level anomaly map."""
 
     version = "1"
-    uses_common_blocks = True
     uses_labeled_anomalies = True
+    min_batch_size = 2  # at least one normal and one anomaly slot
     card = MethodCard(
-        paper="Yao, Li, Zhang, Xu, Zhou, Wang, Liu. Explicit Boundary Guided Semi-Push-Pull "
+        paper="Yao, Li, Zhang, Sun, Zhang. Explicit Boundary Guided Semi-Push-Pull "
               "Contrastive Learning for Supervised Anomaly Detection (BGAD)",
         venue="CVPR 2023",
         upstream="https://github.com/xcyao00/BGAD (commit 2806d37f3a98)",
@@ -223,17 +269,13 @@ class BGAD(Method):
     def test_params(cls) -> dict:
         return {"epochs": 2, "steps_per_epoch": 1, "batch_size": 4, "coupling_layers": 1}
 
-    @classmethod
-    def budget_params(cls, steps: int, batch_size: Optional[int] = None) -> dict:
-        return {"epochs": 1, "steps_per_epoch": steps,
-                **({"batch_size": batch_size} if batch_size else {})}
-
     def __init__(self, epochs: int = 25, steps_per_epoch: int = 80,
                  batch_size: int = 32, lr: float = 2e-4, backbone: str = "resnet18",
                  feature_levels: int = 3, coupling_layers: int = 8, clamp_alpha: float = 1.9,
                  pos_embed_dim: int = 128, pos_beta: float = 0.05, margin_tau: float = 0.1,
                  normalizer: float = 10.0, bgspp_lambda: float = 1.0,
                  anomalous_patch_rate: float = 0.1, anomaly_fraction: float = 0.125,
+                 weight_decay: float = 0.0, grad_clip: Optional[float] = None,
                  test_batch_size: int = 32):
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
@@ -250,145 +292,136 @@ class BGAD(Method):
         self.bgspp_lambda = bgspp_lambda
         self.anomalous_patch_rate = anomalous_patch_rate
         self.anomaly_fraction = anomaly_fraction
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
         self.test_batch_size = test_batch_size
 
-    def _check_params(self) -> None:
-        for name in ("epochs", "steps_per_epoch", "coupling_layers", "test_batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"BGAD {name} must be an integer ≥ 1, got {v!r}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 2:
-            raise ValueError(f"BGAD batch_size must be an integer ≥ 2, got {self.batch_size!r}")
+    def check_params(self) -> None:
+        super().check_params()
+        if not isinstance(self.coupling_layers, (int, np.integer)) or self.coupling_layers < 1:
+            raise ValueError(f"BGAD coupling_layers must be an integer ≥ 1, got "
+                             f"{self.coupling_layers!r}")
         if self.backbone not in ("resnet18", "resnet50"):
             raise ValueError(f"BGAD backbone={self.backbone!r} is not one of resnet18, resnet50")
+        if self.feature_levels not in (1, 2, 3, 4):
+            raise ValueError(f"BGAD feature_levels must be 1-4 (ResNet layer1-layer4), got "
+                             f"{self.feature_levels!r}")
         for name in ("pos_beta", "anomalous_patch_rate", "anomaly_fraction"):
             v = getattr(self, name)
             if not 0 < v < 1:
                 raise ValueError(f"BGAD {name}={v!r} must lie in (0, 1)")
-        if self.lr <= 0 or self.normalizer <= 0 or self.clamp_alpha <= 0 or \
-                self.margin_tau < 0 or self.bgspp_lambda < 0:
-            raise ValueError("BGAD needs lr, normalizer, clamp_alpha > 0 and margin_tau, "
+        if self.normalizer <= 0 or self.clamp_alpha <= 0 or self.margin_tau < 0 or \
+                self.bgspp_lambda < 0:
+            raise ValueError("BGAD needs normalizer, clamp_alpha > 0 and margin_tau, "
                              "bgspp_lambda ≥ 0")
 
-    # -- features ----------------------------------------------------------------------------
-    def _features(self, images_u8: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder features of a uint8 batch, per level B×C×h×w (no gradient)."""
-        with torch.no_grad():
-            return self.encoder_(normalize(to_float(images_u8)))
+    # -- the TorchMethod hooks ------------------------------------------------------------
+    def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
+        return BGADNet(ResNetLevels(self.backbone, ctx.weights, self.feature_levels))
 
-    def _level_logps(self, level: int, feat: torch.Tensor) -> torch.Tensor:
-        """Per-patch log-likelihood B×h×w of one level's features B×C×h×w."""
-        b, c, h, w = feat.shape
-        cond = self.pos_[level]  # images are always at the fit size (checked in score)
-        e = feat.permute(0, 2, 3, 1).reshape(-1, c)
-        p = cond.permute(1, 2, 0).reshape(1, h * w, -1).expand(b, -1, -1).reshape(b * h * w, -1)
-        z, log_det = self.flows_[level](e, p)
-        return log_likelihood(z, log_det).view(b, h, w)
+    def _all_features(self, model: BGADNet, images_u8: torch.Tensor) -> list[torch.Tensor]:
+        """Features per level of a whole uint8 array on the device, in chunks of 32."""
+        chunks = [model.features(normalize(to_float(images_u8[i:i + 32])))
+                  for i in range(0, len(images_u8), 32)]
+        return [torch.cat(level) for level in zip(*chunks)]
 
-    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "BGAD":
-        ctx = self._context(train, ctx)
-        self._check_params()
-        if len(train.anomalies) == 0:
-            raise ValueError("BGAD trains on labelled anomalies but the training data has none "
-                             "(shots = 0); run it with shots ≥ 1")
-        if len(train.normal) == 0:
-            raise ValueError("BGAD needs normal training images; got none")
-        seed_everything(ctx.seed)
-        rng, gen = make_rngs(ctx.seed)
-        dev = resolve_device(ctx.device)
-        self.device_ = dev
-        self.img_size_ = train.normal.shape[1]
-        self.encoder_ = ResNetLevels(self.backbone, ctx.weights, self.feature_levels).to(dev)
-        normal_u8 = images_to_device(train.normal, dev)
-        anomalies_u8 = images_to_device(train.anomalies, dev)
-        # The encoder is frozen and BGAD does not augment: extract every feature once.
-        normal_f = [torch.cat(f) for f in zip(*[self._features(normal_u8[i:i + 32])
-                                                for i in range(0, len(normal_u8), 32)])]
-        anomal_f = [torch.cat(f) for f in zip(*[self._features(anomalies_u8[i:i + 32])
-                                                for i in range(0, len(anomalies_u8), 32)])]
-        self.pos_ = [positional_encoding_2d(self.pos_embed_dim, *f.shape[2:]).to(dev)
-                     for f in normal_f]
-        self.flows_ = nn.ModuleList([
-            ConditionalFlow(c, self.pos_embed_dim, self.coupling_layers, self.clamp_alpha, gen)
-            for c in self.encoder_.channels]).to(dev)
+    def prepare(self, state: FitState) -> None:
+        """Features of every training image (extracted once: the encoder is frozen and BGAD
+        does not augment), then the flows, built here because their fixed mixings draw
+        from the fit's generator, and the balanced sampler."""
+        model = state.model
+        normal_f = self._all_features(model, state.normal)
+        state.extra["normal_f"] = normal_f
+        state.extra["anomal_f"] = self._all_features(model, state.anomalies)
+        model.add_flows([tuple(f.shape[2:]) for f in normal_f], self.pos_embed_dim,
+                        self.coupling_layers, self.clamp_alpha, state.gen)
+        model.to(state.device)
         n_anom = min(max(1, int(round(self.anomaly_fraction * self.batch_size))),
                      self.batch_size - 1)
-        sampler = BalancedBatchSampler(len(normal_u8), len(anomalies_u8), self.batch_size,
-                                       self.batch_size - n_anom, rng)
-        is_anom_img = torch.cat([torch.zeros(self.batch_size - n_anom, dtype=torch.bool),
-                                 torch.ones(n_anom, dtype=torch.bool)]).to(dev)
-        optimizer = torch.optim.Adam(self.flows_.parameters(), lr=self.lr)
-        total = self.epochs * self.steps_per_epoch
-        history = []
-        self.flows_.train()
+        state.extra["sampler"] = BalancedBatchSampler(
+            len(state.normal), len(state.anomalies), self.batch_size, self.batch_size - n_anom,
+            state.rng)
+        state.extra["is_anom_img"] = torch.cat([
+            torch.zeros(self.batch_size - n_anom, dtype=torch.bool),
+            torch.ones(n_anom, dtype=torch.bool)]).to(state.device)
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return adam(model.flows.parameters(), self.lr, self.weight_decay)
+
+    def run_fit_loop(self, state: FitState, optimizer: torch.optim.Optimizer, step_size: int,
+                     gamma: float) -> list[float]:
+        """Upstream's cosine schedule over the meta epochs (StepLR's factors do not cover
+        it): one :func:`fit_loop` epoch per meta epoch at its cosine rate; the first meta
+        epoch trains by maximum likelihood only (``training_step`` reads the epoch)."""
+        total, spe = self.planned_steps(), self.steps_per_epoch
+        self.train_steps_ = total
+        history: list[float] = []
         for epoch in range(self.epochs):
             for g in optimizer.param_groups:
                 g["lr"] = cosine_lr(self.lr, epoch, self.epochs)
-            running = 0.0
-            for step in range(self.steps_per_epoch):
-                ni, ai = sampler.next()
-                ni_t, ai_t = torch.from_numpy(ni).to(dev), torch.from_numpy(ai).to(dev)
-                loss = torch.zeros((), device=dev)
-                for level in range(len(self.flows_)):
-                    logps = self._level_logps(level, torch.cat([normal_f[level][ni_t],
-                                                                anomal_f[level][ai_t]]))
-                    if epoch == 0:  # upstream: the first meta epoch is likelihood only
-                        loss = loss - F.logsigmoid(logps[~is_anom_img]).mean()
-                        continue
-                    patch_anom = anomalous_patch_mask(logps, is_anom_img,
-                                                      self.anomalous_patch_rate).reshape(-1)
-                    normal_patch = ~is_anom_img[:, None, None].expand_as(logps).reshape(-1)
-                    flat = logps.reshape(-1)
-                    used = normal_patch | patch_anom
-                    bounds = logp_boundaries(flat[normal_patch], self.pos_beta,
-                                             self.margin_tau, self.normalizer)
-                    loss = loss - F.logsigmoid(flat[normal_patch]).mean() + \
-                        self.bgspp_lambda * bg_spp_loss(flat[used], patch_anom[used], bounds,
-                                                        self.normalizer)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                running += float(loss.detach())
-                ctx.progress(epoch * self.steps_per_epoch + step + 1, total)
-            mean = running / self.steps_per_epoch
-            if not np.isfinite(mean):
-                raise FloatingPointError(f"BGAD training loss became {mean} in epoch "
-                                         f"{epoch + 1}; try a lower lr")
-            history.append(mean)
-        self.loss_history_ = history
-        self.flows_.eval()
-        with torch.no_grad():
-            self.logp_max_ = [float(self._level_logps(lv, normal_f[lv]).max())
-                              for lv in range(len(self.flows_))]
-        return self
+            state.extra["epoch"] = epoch
+            try:
+                history += fit_loop(
+                    lambda: self.training_step(state), optimizer, modules=state.model,
+                    epochs=1, steps_per_epoch=spe, grad_clip=self.grad_clip, lr_gamma=1.0,
+                    progress=lambda step, _n, e=epoch: state.ctx.progress(e * spe + step,
+                                                                         total))
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"BGAD meta epoch {epoch + 1}: {exc}") from exc
+        for g in optimizer.param_groups:
+            g["lr"] = self.lr
+        return history
 
+    def training_step(self, state: FitState) -> torch.Tensor:
+        model, dev, is_anom_img = state.model, state.device, state.extra["is_anom_img"]
+        normal_f, anomal_f = state.extra["normal_f"], state.extra["anomal_f"]
+        ni, ai = state.extra["sampler"].next()
+        ni_t, ai_t = torch.from_numpy(ni).to(dev), torch.from_numpy(ai).to(dev)
+        loss = torch.zeros((), device=dev)
+        for level in range(len(model.flows)):
+            logps = model.level_logps(level, torch.cat([normal_f[level][ni_t],
+                                                        anomal_f[level][ai_t]]))
+            if state.extra["epoch"] == 0:  # upstream: the first meta epoch is likelihood only
+                loss = loss - F.logsigmoid(logps[~is_anom_img]).mean()
+                continue
+            patch_anom = anomalous_patch_mask(logps, is_anom_img,
+                                              self.anomalous_patch_rate).reshape(-1)
+            normal_patch = ~is_anom_img[:, None, None].expand_as(logps).reshape(-1)
+            flat = logps.reshape(-1)
+            used = normal_patch | patch_anom
+            bounds = logp_boundaries(flat[normal_patch], self.pos_beta, self.margin_tau,
+                                     self.normalizer)
+            loss = loss - F.logsigmoid(flat[normal_patch]).mean() + \
+                self.bgspp_lambda * bg_spp_loss(flat[used], patch_anom[used], bounds,
+                                                self.normalizer)
+        return loss
+
+    def after_training(self, state: FitState) -> None:
+        """The likelihood normaliser of the map: the maximum over the training normals."""
+        model = state.model.eval()
+        with torch.no_grad():
+            self.logp_max_ = [float(model.level_logps(lv, f).max())
+                              for lv, f in enumerate(state.extra["normal_f"])]
+
+    def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Image score = the maximum of the pixel-level anomaly map."""
+        return model.anomaly_map(x, self.logp_max_).flatten(1).max(dim=1).values
+
+    # -- the map, and the state ---------------------------------------------------------
     def anomaly_map(self, images: np.ndarray) -> np.ndarray:
-        """Pixel-level anomaly map N×H×W: per level exp(logp − max over training normals),
-        bilinearly upsampled to the image size, summed over levels, and subtracted from the
-        number of levels (higher = more anomalous)."""
-        self._check_fitted("flows_")
+        """Pixel-level anomaly map N×H×W of uint8 images (higher = more anomalous; see
+        :meth:`BGADNet.anomaly_map`)."""
+        self._check_fitted("model_")
         self._check_image_size(images, self.img_size_)
         out = []
         with torch.no_grad():
             for i in range(0, len(images), self.test_batch_size):
                 batch = images_to_device(np.ascontiguousarray(images[i:i + self.test_batch_size]),
                                          self.device_)
-                feats = self._features(batch)
-                normality = 0
-                for lv, f in enumerate(feats):
-                    prob = torch.exp(self._level_logps(lv, f) - self.logp_max_[lv])
-                    normality = normality + F.interpolate(
-                        prob[:, None], size=batch.shape[1:3], mode="bilinear",
-                        align_corners=True)[:, 0]
-                out.append((len(feats) - normality).double().cpu().numpy())
+                out.append(self.model_.anomaly_map(normalize(to_float(batch)), self.logp_max_)
+                           .double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3])
 
-    def score(self, images: np.ndarray) -> np.ndarray:
-        self._check_fitted("flows_")
-        maps = self.anomaly_map(images)
-        return maps.reshape(len(maps), -1).max(axis=1) if len(maps) else np.zeros(0)
-
     def state_dict(self) -> dict:
-        self._check_fitted("flows_")
-        return {"flows": self.flows_.state_dict(),
+        return {**super().state_dict(),
                 "logp_max": torch.tensor(self.logp_max_, dtype=torch.float64)}

@@ -7,19 +7,18 @@ averaging the pair scores. Provenance and differences: ``PReNet.card``.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from torch import nn
 
-from typing import Optional
-
-from ..api import Method, MethodCard, RunContext, TrainData
+from ..api import MethodCard, RunContext, TrainData
 from ..registry import register_method
 from .common.augment import normalize, to_float, train_transform
 from .common.backbones import ResNetTrunk
 from .common.samplers import EndlessPermutation
-from .common.training import (fit_loop, images_to_device, make_rngs, predict_in_batches,
-                              resolve_device, seed_everything)
+from .common.torch_method import FitState, TorchMethod
 
 # Pair types and their default ordinal targets (upstream --ordinal_labels "0,4,8").
 PAIR_NN, PAIR_NA, PAIR_AA = 0, 1, 2
@@ -78,13 +77,13 @@ def relation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("prenet")
-class PReNet(Method):
+class PReNet(TorchMethod):
     """Pairwise relation network on ResNet-18 image features, trained on normal and
     labelled anomaly images; score = mean relation to random normal and anomaly anchors."""
 
     version = "1"
-    uses_common_blocks = True
     uses_labeled_anomalies = True
+    min_batch_size = 4  # one block of each pair type (pair_plan)
     card = MethodCard(
         paper="Pang, Shen, Jin, van den Hengel. Deep Weakly-supervised Anomaly Detection "
               "(PReNet)",
@@ -97,10 +96,10 @@ class PReNet(Method):
               "s(anchor, x) and E outlier anchors of s(x, anchor), halved). Image version "
               "here: the feature learner is the ResNet-18 trunk (fine-tuned, global average "
               "pooled, as the DevNet baseline's) followed by the shared Dense(hidden)+ReLU; "
-              "training images get DevNet's ±180° rotation. Differences: L2 penalty as Adam "
-              "weight decay instead of per-layer Keras L2 (lambda 0.01); pairs drawn from "
-              "seeded endless permutations, so an anomaly-anomaly pair may repeat one image "
-              "when only one anomaly is labelled (upstream needs two distinct ones); anchors "
+              "training images get DevNet's ±180° rotation. Differences: L2 penalty as "
+              "RMSprop's weight decay (1e-5) instead of per-layer Keras L2 (lambda 0.01); pairs "
+              "drawn from seeded endless permutations, so an anomaly-anomaly pair may repeat "
+              "one image when only one anomaly is labelled (upstream needs two distinct ones); anchors "
               "drawn once at fit from the run seed (upstream: RandomState(42) at test); "
               "ensemble_size default 30 (upstream default 1, paper 30); budget in "
               "epochs x steps as the other image baselines (upstream 50 x 20, batch 512 on "
@@ -113,15 +112,11 @@ class PReNet(Method):
     def test_params(cls) -> dict:
         return {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "ensemble_size": 2}
 
-    @classmethod
-    def budget_params(cls, steps: int, batch_size: Optional[int] = None) -> dict:
-        return {"epochs": 1, "steps_per_epoch": steps,
-                **({"batch_size": batch_size} if batch_size else {})}
-
     def __init__(self, epochs: int = 50, steps_per_epoch: int = 20,
                  batch_size: int = 48, lr: float = 2e-4, weight_decay: float = 1e-5,
                  hidden: int = 20, targets: str = "0,4,8", ensemble_size: int = 30,
-                 backbone: str = "resnet18", grad_clip: float = 1.0, rotate: bool = True,
+                 backbone: str = "resnet18", grad_clip: Optional[float] = 1.0,
+                 rotate: bool = True,
                  test_batch_size: int = 48):
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
@@ -146,84 +141,66 @@ class PReNet(Method):
                              f"'normal-normal,normal-anomaly,anomaly-anomaly', e.g. '0,4,8'")
         return np.array(values, dtype=np.float32)
 
-    def _check_params(self) -> None:
-        for name in ("epochs", "steps_per_epoch", "hidden", "ensemble_size", "test_batch_size"):
+    def check_params(self) -> None:
+        super().check_params()
+        for name in ("hidden", "ensemble_size"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"PReNet {name} must be an integer ≥ 1, got {v!r}")
-        pair_plan(self.batch_size)
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
-            raise ValueError(f"PReNet needs lr > 0, weight_decay ≥ 0 and grad_clip > 0, got "
-                             f"lr={self.lr!r}, weight_decay={self.weight_decay!r}, "
-                             f"grad_clip={self.grad_clip!r}")
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"PReNet: {name} must be an integer ≥ 1, got {v!r}")
+        self._pair_targets()
 
-    def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "PReNet":
-        ctx = self._context(train, ctx)
-        self._check_params()
-        targets = self._pair_targets()
-        if len(train.anomalies) == 0:
-            raise ValueError("PReNet trains on labelled anomalies but the training data has "
-                             "none (shots = 0); run it with shots ≥ 1")
-        if len(train.normal) == 0:
-            raise ValueError("PReNet needs normal training images; got none")
-        seed_everything(ctx.seed)
-        rng, gen = make_rngs(ctx.seed)
-        dev = resolve_device(ctx.device)
-        model = PairRelationNet(self.backbone, ctx.weights, self.hidden).to(dev)
-        normal = images_to_device(train.normal, dev)
-        anomalies = images_to_device(train.anomalies, dev)
-        normal_stream = EndlessPermutation(len(normal), rng)
-        anomaly_stream = EndlessPermutation(len(anomalies), rng)
+    def lr_schedule(self) -> tuple[int, float]:
+        return 10, 1.0  # constant rate: upstream Keras RMSprop has no schedule
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(model.parameters(), lr=self.lr,
+                                   weight_decay=self.weight_decay)
+
+    def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
+        return PairRelationNet(self.backbone, ctx.weights, self.hidden)
+
+    def prepare(self, state: FitState) -> None:
+        state.extra["normal_stream"] = EndlessPermutation(len(state.normal), state.rng)
+        state.extra["anomaly_stream"] = EndlessPermutation(len(state.anomalies), state.rng)
         plan = pair_plan(self.batch_size)
-        y = torch.from_numpy(targets[plan]).to(dev)
+        state.extra["plan"] = plan
+        state.extra["targets"] = torch.from_numpy(self._pair_targets()[plan]).to(state.device)
 
-        def member(idx: np.ndarray, is_anom: np.ndarray) -> torch.Tensor:
-            n_img = normal[torch.from_numpy(np.where(is_anom, 0, idx)).to(dev)]
-            a_img = anomalies[torch.from_numpy(np.where(is_anom, idx, 0)).to(dev)]
-            mask = torch.from_numpy(is_anom).to(dev)[:, None, None, None]
-            return train_transform(torch.where(mask, a_img, n_img), gen,
-                                   rotate_images=self.rotate)
+    def _members(self, state: FitState, idx: np.ndarray, is_anom: np.ndarray) -> torch.Tensor:
+        """The augmented float batch of one side of the pairs (normal or anomaly per slot)."""
+        dev = state.device
+        n_img = state.normal[torch.from_numpy(np.where(is_anom, 0, idx)).to(dev)]
+        a_img = state.anomalies[torch.from_numpy(np.where(is_anom, idx, 0)).to(dev)]
+        mask = torch.from_numpy(is_anom).to(dev)[:, None, None, None]
+        return train_transform(torch.where(mask, a_img, n_img), state.gen,
+                               rotate_images=self.rotate)
 
-        def step_loss() -> torch.Tensor:
-            i1, a1, i2, a2 = draw_pairs(plan, normal_stream, anomaly_stream)
-            return relation_loss(model(member(i1, a1), member(i2, a2)), y)
+    def training_step(self, state: FitState) -> torch.Tensor:
+        i1, a1, i2, a2 = draw_pairs(state.extra["plan"], state.extra["normal_stream"],
+                                    state.extra["anomaly_stream"])
+        pred = state.model(self._members(state, i1, a1), self._members(state, i2, a2))
+        return relation_loss(pred, state.extra["targets"])
 
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=self.lr,
-                                        weight_decay=self.weight_decay)
-        self.loss_history_ = fit_loop(step_loss, optimizer, modules=model, epochs=self.epochs,
-                                      steps_per_epoch=self.steps_per_epoch,
-                                      grad_clip=self.grad_clip, lr_gamma=1.0,
-                                      progress=ctx.progress)
-        model.eval()
-        # Anchors: E random normal and E random labelled anomaly images, drawn once.
-        self.normal_anchor_idx_ = rng.choice(len(normal), self.ensemble_size)
-        self.anomaly_anchor_idx_ = rng.choice(len(anomalies), self.ensemble_size)
+    def after_training(self, state: FitState) -> None:
+        """Anchors: E random normal and E random labelled anomaly images, drawn once."""
+        model, dev = state.model.eval(), state.device
+        self.normal_anchor_idx_ = state.rng.choice(len(state.normal), self.ensemble_size)
+        self.anomaly_anchor_idx_ = state.rng.choice(len(state.anomalies), self.ensemble_size)
         with torch.no_grad():
             self.normal_anchors_ = model.embedding(normalize(to_float(
-                normal[torch.from_numpy(self.normal_anchor_idx_).to(dev)])))
+                state.normal[torch.from_numpy(self.normal_anchor_idx_).to(dev)])))
             self.anomaly_anchors_ = model.embedding(normalize(to_float(
-                anomalies[torch.from_numpy(self.anomaly_anchor_idx_).to(dev)])))
-        self.model_ = model
-        self.device_ = dev
-        self.img_size_ = train.normal.shape[1]
-        return self
+                state.anomalies[torch.from_numpy(self.anomaly_anchor_idx_).to(dev)])))
 
-    def _score_embeddings(self, e: torch.Tensor) -> torch.Tensor:
+    def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Upstream scoring: (mean_k s(normal_k, x) + mean_k s(x, anomaly_k)) / 2."""
+        e = model.embedding(x)
         n, k = len(e), self.ensemble_size
         ex = e.repeat_interleave(k, dim=0)
-        s_u = self.model_.pair_score(self.normal_anchors_.repeat(n, 1), ex).view(n, k)
-        s_a = self.model_.pair_score(ex, self.anomaly_anchors_.repeat(n, 1)).view(n, k)
+        s_u = model.pair_score(self.normal_anchors_.repeat(n, 1), ex).view(n, k)
+        s_a = model.pair_score(ex, self.anomaly_anchors_.repeat(n, 1)).view(n, k)
         return (s_u.mean(dim=1) + s_a.mean(dim=1)) / 2
 
-    def score(self, images: np.ndarray) -> np.ndarray:
-        self._check_fitted("model_")
-        self._check_image_size(images, self.img_size_)
-        return predict_in_batches(lambda x: self._score_embeddings(self.model_.embedding(x)),
-                                  images, self.test_batch_size, self.device_,
-                                  modules=self.model_)
-
     def state_dict(self) -> dict:
-        self._check_fitted("model_")
-        return {"model": self.model_.state_dict(), "normal_anchors": self.normal_anchors_,
+        return {**super().state_dict(), "normal_anchors": self.normal_anchors_,
                 "anomaly_anchors": self.anomaly_anchors_}

@@ -79,7 +79,9 @@ def test_ahl_over_dra_learns_toy_defects(problem):
     assert s.shape == (len(problem.test_images),) and s.dtype == np.float64
     assert roc_auc_score(problem.test_labels, s) >= 0.8
     assert m.base_model_.name == "dra" and m.n_episodes_ == 6  # 3 clusters
-    assert calls[-1] == (6, 6)  # AHL's own steps, after the base's
+    # one progress count over both stages: the base's 24 steps, then AHL's own 6
+    assert calls[0] == (1, 30) and calls[23] == (24, 30) and calls[-1] == (30, 30)
+    assert [c[0] for c in calls] == list(range(1, 31)) and m.train_steps_ == 30
     # importance weights exist once the history is sequence_len rounds long
     assert len(m.importance_history_) == 6 - 2
     assert all(abs(sum(w) - 1) < 1e-5 for w in m.importance_history_)
