@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.api import Method, Resources, RunContext, TrainData
+from bench.api import PRECISIONS, Method, Resources, RunContext, TrainData
 
-from .training import (adam, fit_loop, images_to_device, make_rngs, predict_in_batches,
-                       resolve_device, seed_everything)
+from .training import (adam, autocast, fit_loop, images_to_device, make_rngs,
+                       predict_in_batches, resolve_device, seed_everything)
 
 
 @dataclass
@@ -64,6 +64,7 @@ class TorchMethod(Method):
     # h200_perf_448_2026-11-28.csv): 4.4 GB (Deep SAD) to 15.5 GB (SAOE); four such runs fit
     # on an 80 GB GPU.
     resources = Resources(gpu_fraction=0.25, cpus=2, memory_gb=8.0)
+    precisions = PRECISIONS
     lr_placement: ClassVar[str] = "start"
     min_batch_size: ClassVar[int] = 1
 
@@ -140,6 +141,8 @@ class TorchMethod(Method):
         rng, gen = make_rngs(ctx.seed)
         device = resolve_device(ctx.device)
         model = self.build_model(train, ctx).to(device)
+        if ctx.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         use_outliers = self.uses_outlier_images(train)
         state = FitState(model, device, rng, gen, images_to_device(train.normal, device),
                          images_to_device(train.anomalies, device),
@@ -159,6 +162,16 @@ class TorchMethod(Method):
             self.used_outliers_ = use_outliers
         return self
 
+    # -- the compute floor (bench perf --full) ------------------------------------------
+    def train_batch_images(self) -> int:
+        """Images in one training step's forward pass (``bench perf``'s floor batch)."""
+        return int(self.batch_size)
+
+    def floor_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A scalar from one forward pass of ``model`` over a normalised batch, for timing
+        forward + backward + optimiser step without the method's data pipeline."""
+        return self.score_batch(model, x).float().mean()
+
     def planned_steps(self) -> int:
         """Optimiser steps of one fit, for progress (a method with a pre-training phase
         adds its steps)."""
@@ -172,7 +185,12 @@ class TorchMethod(Method):
         offset = total - self.epochs * self.steps_per_epoch
         progress = state.ctx.progress
         self.train_steps_ = total
-        return fit_loop(lambda: self.training_step(state), optimizer, modules=state.model,
+        def step() -> torch.Tensor:
+            with autocast(state.device, state.ctx.precision):
+                loss = self.training_step(state)
+            return loss.float()
+
+        return fit_loop(step, optimizer, modules=state.model,
                         epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
                         grad_clip=self.grad_clip, lr_step_size=step_size, lr_gamma=gamma,
                         lr_placement=self.lr_placement,
@@ -181,9 +199,14 @@ class TorchMethod(Method):
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_")
         self._check_image_size(images, self.img_size_)
-        model = self.model_
-        return predict_in_batches(lambda x: self.score_batch(model, x), images,
-                                  self.test_batch_size, self.device_, modules=model)
+        model, device, precision = self.model_, self.device_, self.ctx_.precision
+
+        def score_batch(x: torch.Tensor) -> torch.Tensor:
+            with autocast(device, precision):
+                return self.score_batch(model, x).float()
+
+        return predict_in_batches(score_batch, images, self.test_batch_size, device,
+                                  modules=model)
 
     def state_dict(self) -> dict:
         self._check_fitted("model_")
