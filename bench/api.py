@@ -93,6 +93,11 @@ class Resources:
                              f"{self.cpus!r}, memory_gb={self.memory_gb!r}")
 
 
+# Arithmetic precisions a run can train and score in: ``fp32`` everywhere; ``bf16``: autocast
+# to bfloat16 (weights and optimiser state stay fp32), for GPUs with bf16 tensor cores.
+PRECISIONS = ("fp32", "bf16")
+
+
 def _no_progress(step: int, total: int) -> None:
     """The default progress callback: report nothing."""
 
@@ -107,7 +112,10 @@ class RunContext:
     of torchvision-named weight files (resolved by ``bench.methods.common.backbones``);
     ``img_size``: the side in pixels the harness resized every image to (None: whatever the
     data has); ``deterministic``: ask torch for deterministic kernels (bitwise-repeatable GPU
-    runs, slower); ``progress(step, total)``: training progress callback.
+    runs, slower); ``precision``: ``fp32`` or ``bf16`` (autocast of forward passes, part of
+    the run id as ``RunSpec.precision``); ``channels_last``: keep models and batches in
+    channels-last memory layout (faster convolutions on GPUs; same arithmetic, so not part of
+    the run id); ``progress(step, total)``: training progress callback.
 
     ``RunContext()`` (CPU, seed 0, no pretrained weights) is for direct library use and tests;
     the harness always passes the run's own."""
@@ -117,8 +125,15 @@ class RunContext:
     weights: str = "none"
     img_size: Optional[int] = None
     deterministic: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
     progress: Callable[[int, int], None] = field(default=_no_progress, repr=False,
                                                  compare=False)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"RunContext.precision={self.precision!r}: use one of "
+                             f"{', '.join(PRECISIONS)}")
 
     def check(self, train: "TrainData") -> None:
         """Refuse training images of another size than ``img_size`` (a harness bug)."""
@@ -197,6 +212,8 @@ class Method(abc.ABC):
       instead of ``input_size`` (False for a method with a size of its own, e.g. KDAD's
       128 px);
     * ``resources``: a :class:`Resources` hint for schedulers;
+    * ``precisions``: the arithmetic precisions (:data:`PRECISIONS`) the method implements;
+      a run asks for one of them (``--precision``), others run in ``fp32`` with a note;
     * ``quick_params``: parameter overrides of the ``quick`` preset (a budget of minutes);
       :meth:`test_params` is the smaller budget the contract suite runs;
     * ``outlier_policy``: which external outlier images the harness gives the method when
@@ -215,6 +232,7 @@ class Method(abc.ABC):
     input_size: ClassVar[int] = DEFAULT_INPUT_SIZE
     dataset_img_size: ClassVar[bool] = True
     resources: ClassVar[Resources] = Resources()
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     outlier_policy: ClassVar[str] = "none"
     uses_common_blocks: ClassVar[bool] = False
 

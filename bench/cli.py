@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-models", action="store_true", default=S, dest="save_models",
                    help="store each trained model as model.pt in its run folder "
                         "(default: off)")
+    r.add_argument("--precision", default=S, choices=("auto", "fp32", "bf16"),
+                   help="arithmetic of the forward passes: bf16 autocasts them to bfloat16 "
+                        "(weights and optimiser state stay fp32), part of the run id; auto: "
+                        "bf16 when the runs go to GPUs with bf16 tensor cores, else fp32 "
+                        "(default: auto)")
     r.add_argument("--deterministic", action="store_true", default=S,
                    help="deterministic GPU kernels: bitwise-repeatable GPU runs, slower "
                         "(default: off; CPU runs repeat exactly anyway)")
@@ -266,9 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Time a short training run and a scoring pass of each "
                                     "method on toy images (no dataset needed) and print "
                                     "ms/step, images/s and peak GPU memory.")
-    pf.add_argument("--methods", type=_csv, default=["devnet"], metavar="LIST",
+    pf.add_argument("--methods", type=_csv, default=None, metavar="LIST",
                     help="methods to measure: names or wildcards, comma-separated "
-                         "(default: devnet)")
+                         "(default: devnet; dra,devnet with --full)")
     pf.add_argument("--img-size", type=int, default=224, dest="img_size", metavar="N",
                     help="image side in pixels (default: 224)")
     pf.add_argument("--steps", type=int, default=10, metavar="N",
@@ -280,6 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--csv", "--out", default=None, dest="csv", metavar="FILE",
                     help="also write the figures to this CSV file; --out is its old, "
                          "deprecated name (default: print only)")
+    pf.add_argument("--full", action="store_true",
+                    help="time one complete paper-preset run of each method (default: dra,"
+                         "devnet) on the synthetic data through the harness, beside the "
+                         "compute floor of the same steps on random tensors; on the CPU a "
+                         "smaller run (64 px, 10 steps)")
+    pf.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="with --full: the runs' precision (default: auto, bf16 on GPUs "
+                         "with bf16 tensor cores)")
+    pf.add_argument("--weights", default=None, metavar="imagenet|none|DIR",
+                    help="with --full: the runs' weights (default: the paper preset's, "
+                         "imagenet)")
     pf.set_defaults(func=cmd_perf)
 
     add_check_method_parser(sub)
@@ -625,14 +641,22 @@ def cmd_perf(args) -> int:
 
     check_args(img_size=args.img_size, steps=args.steps, batch_size=args.batch_size,
                csv=args.csv)
+    if args.methods is None:
+        args.methods = ["dra", "devnet"] if args.full else ["devnet"]
     methods = resolve_method_names(args.methods)
     import torch
 
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}")
-    rows = run_perf(methods, img_size=args.img_size, steps=args.steps,
-                    batch_size=args.batch_size, device=device)
+    if args.full:
+        from .perf import run_full
+
+        rows = run_full(methods, device=device, precision=args.precision,
+                        weights=args.weights, small=not device.startswith("cuda"))
+    else:
+        rows = run_perf(methods, img_size=args.img_size, steps=args.steps,
+                        batch_size=args.batch_size, device=device)
     if args.csv:
         import pandas as pd
 

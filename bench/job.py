@@ -235,10 +235,11 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
             train = TrainData(normal=normal, anomalies=anomalies,
                               anomaly_classes=split.train_anomaly_classes, outliers=outliers)
             ctx = RunContext(device=device, seed=spec.seed, weights=spec.weights,
-                             img_size=size, progress=progress)
+                             img_size=size, precision=spec.precision,
+                             channels_last=device.startswith("cuda"), progress=progress)
             log(f"fit {spec.label}: {len(normal)} normal, {len(anomalies)} labelled anomalies"
                 f"{'' if outliers is None else f', {len(outliers)} outliers'}, {size}px, "
-                f"{device}")
+                f"{device}, {spec.precision}")
             t0 = time.perf_counter()
             method.fit(train, ctx)
             record.fit_s = round(time.perf_counter() - t0, 3)

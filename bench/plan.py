@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .api import MAX_SHOTS, OUTLIER_POLICIES
+from .api import MAX_SHOTS, OUTLIER_POLICIES, PRECISIONS
 from .protocol import Split, SplitUnavailable, make_split
 from .registry import get_dataset, list_datasets, method_class, method_defaults, \
     resolve_method_names
@@ -82,6 +82,7 @@ class SweepConfig:
     retry_failed: bool = False
     save_models: bool = False
     deterministic: bool = False
+    precision: str = "auto"
     dry_run: bool = False
     # where the runs are computed (bench.executors); none of these enters a run id
     executor: str = "local"
@@ -184,6 +185,7 @@ class RunSpec:
     outliers_fingerprint: Optional[str]
     decoder_version: Optional[str] = None
     img_size: int = 0              # the side images are resized to (method.input_size chain)
+    precision: str = "fp32"        # arithmetic of forward passes (bench.api.PRECISIONS)
     dataset_root: str = field(default="", compare=False)   # where to read it (not hashed)
     outliers_root: Optional[str] = field(default=None, compare=False)
     outliers_excluded: tuple = field(default=(), compare=False)
@@ -199,7 +201,7 @@ class RunSpec:
     HASHED = ("method", "method_version", "params", "dataset", "subset", "subset_fingerprint",
               "setting", "known_class", "shots", "seed", "split_seed", "split_hash",
               "train_cap", "weights", "outliers", "outliers_fingerprint", "decoder_version",
-              "img_size")
+              "img_size", "precision")
     _TUPLES = ("outliers_excluded", "notes", "paper_deviations")
 
     def identity(self) -> dict:
@@ -471,6 +473,50 @@ class Plan:
     failed: list[tuple[RunSpec, str]] = field(default_factory=list)  # planning raised
 
 
+def sweep_precision(cfg: SweepConfig, notes: list[str]) -> str:
+    """``--precision``: ``fp32``/``bf16`` as given; ``auto`` (default) is ``bf16`` when the
+    sweep's runs go to GPUs that compute in bfloat16 (local GPUs of compute capability ≥ 8,
+    Slurm tasks with GPUs), else ``fp32``. Decided once at planning, since it enters every
+    run id: the same command on a CPU-only machine plans fp32 runs."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if cfg.executor == "slurm" and cfg.slurm_gpus_per_task > 0 and not cfg.slurm_local:
+        return "bf16"
+    if cfg.executor == "ray":
+        notes.append("--precision auto plans fp32 runs on a Ray cluster (the planner cannot "
+                     "see its GPUs); pass --precision bf16 for GPU workers")
+        return "fp32"
+    if cfg.gpus in ("none", ""):
+        return "fp32"
+    return "bf16" if local_gpus_support_bf16(cfg.gpus) else "fp32"
+
+
+def local_gpus_support_bf16(gpus: Optional[str]) -> bool:
+    """Whether the GPUs ``--gpus`` names on this machine (None/all: every visible one) are
+    there and all compute bfloat16 natively (compute capability ≥ 8: A100, H100, H200)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    n = torch.cuda.device_count()
+    ids = range(n) if gpus in (None, "all") else [int(g) for g in gpus.split(",")
+                                                  if g.strip().isdigit() and int(g) < n]
+    ids = list(ids)
+    return bool(ids) and all(torch.cuda.get_device_capability(i)[0] >= 8 for i in ids)
+
+
+def method_precision(cls, method: str, precision: str, notes: list[str]) -> str:
+    """The precision a method's runs use: the sweep's, or ``fp32`` (with a note) for a method
+    that implements only fp32 (``Method.precisions``)."""
+    if precision in cls.precisions:
+        return precision
+    note = (f"{method} runs in fp32: it implements {', '.join(cls.precisions)} only "
+            f"(--precision {precision} applies to the methods that have it)")
+    if note not in notes:
+        notes.append(note)
+    return "fp32"
+
+
 def effective_preset(cfg: SweepConfig) -> str:
     if cfg.preset:
         if cfg.preset not in PRESETS:
@@ -485,6 +531,8 @@ def validate(cfg: SweepConfig) -> None:
     run: nothing is silently ignored or overridden (each message says what to do instead)."""
     if cfg.setting not in ("general", "hard", "both"):
         raise ConfigError(f"--setting {cfg.setting!r}: use general, hard or both")
+    if cfg.precision not in ("auto", *PRECISIONS):
+        raise ConfigError(f"--precision {cfg.precision!r}: use auto, {', '.join(PRECISIONS)}")
     if cfg.seeds is not None and cfg.seed_list:
         raise ConfigError(f"--seeds {cfg.seeds} and --seed-list "
                           f"{','.join(map(str, cfg.seed_list))} both given; use one: --seeds N "
@@ -584,6 +632,7 @@ def expand(cfg: SweepConfig) -> Plan:
     else:
         seeds = list(range(cfg.seeds if cfg.seeds is not None else (1 if preset == "quick" else 3)))
     weights = cfg.weights or ("none" if preset == "quick" else "imagenet")
+    precision = sweep_precision(cfg, notes)
     data_root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     train_cap = cfg.train_cap
     outlier_sources = OutlierSources(cfg.outliers, data_root)
@@ -619,6 +668,7 @@ def expand(cfg: SweepConfig) -> Plan:
                 cls = method_class(method)
                 params = method_params(method, preset, ds, subset, overrides)
                 img_size = run_img_size(method, preset, ds, subset, overrides)
+                m_precision = method_precision(cls, method, precision, notes)
                 choice = outlier_sources.choose(cls, method, ds, label, subset)
                 for note in choice.notes():
                     if note not in notes:
@@ -640,7 +690,7 @@ def expand(cfg: SweepConfig) -> Plan:
                                      weights=weights, outliers=choice.source,
                                      outliers_fingerprint=choice.fingerprint,
                                      decoder_version=_images.DECODER_VERSION,
-                                     img_size=img_size,
+                                     img_size=img_size, precision=m_precision,
                                      dataset_root=str(root), outliers_root=choice.root,
                                      outliers_excluded=choice.excluded, preset=preset,
                                      split_policy=split_policy, notes=choice.run_notes(),

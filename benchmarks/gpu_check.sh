@@ -32,3 +32,21 @@ timeout 150 $B perf --methods devnet,flos,minns,saoe,mlep,deepsad,dra --img-size
   --steps 10 --out "$OUT/perf_448.csv" 2>&1 | grep -v Warning | tee "$OUT/perf.log"
 timeout 60 $B perf --methods kdad --img-size 128 --steps 10 --out "$OUT/perf_kdad.csv" 2>&1 \
   | grep -v Warning | tee -a "$OUT/perf.log"
+# Issue 13: complete paper-preset runs beside their compute floor, fp32 and bf16 (the device
+# machine has no internet, so no ImageNet weights: --weights none; the cost is the same).
+for p in fp32 bf16; do
+  echo "== bench perf --full, $p"
+  timeout 240 $B perf --full --methods dra,devnet --weights none --precision $p \
+    --csv "$OUT/perf_full_$p.csv" 2>&1 | grep -v Warning | tee -a "$OUT/perf_full.log"
+done
+# Accuracy: the same splits and seeds in fp32 and bf16 (DRA, paper preset, synthetic data,
+# hard setting, one known class, three seeds); the report shows both configurations.
+echo "== bf16 vs fp32 AUC-ROC, DRA paper preset, 3 seeds"
+for p in fp32 bf16; do
+  timeout 300 $B run --methods dra --datasets synthetic --preset paper --weights none \
+    --setting hard --subsets weave --known-classes hole --shots 10 --seeds 3 --precision $p \
+    --gpus all --jobs-per-gpu 3 --results /tmp/prec_res --no-table >"$OUT/precision_$p.log" 2>&1
+  echo "$p: exit $?"
+done
+$B report --results /tmp/prec_res --out "$OUT/precision_report" --format markdown,csv \
+  >/dev/null 2>&1; cat "$OUT/precision_report/"*.md 2>/dev/null | head -n 30

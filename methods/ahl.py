@@ -320,7 +320,9 @@ class AHL(Method):
             raise ValueError("AHL needs normal training images; got none")
         self.heads_ = None  # forget an earlier fit before anything can fail
         base = self._base_method()
-        base_steps = base.planned_steps()
+        base.check_params()
+        base.check_data(train)
+        base_steps = base.planned_steps(base.fit_schedule(train))
         total = base_steps + self.epochs * self.steps_per_epoch
         self.base_model_ = self._train_base(base, train, ctx, total)
         seed_everything(ctx.seed, deterministic=ctx.deterministic)

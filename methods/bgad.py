@@ -20,7 +20,7 @@ from ..registry import register_method
 from .common.augment import normalize, to_float
 from .common.backbones import build_torchvision
 from .common.samplers import BalancedBatchSampler
-from .common.torch_method import FitState, TorchMethod
+from .common.torch_method import FitSchedule, FitState, TorchMethod
 from .common.training import adam, fit_loop, images_to_device
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -232,6 +232,9 @@ class BGAD(TorchMethod):
     likelihood and the BG-SPP loss; image score = max of the summed per-level anomaly map."""
 
     version = "1"
+    # The flows' log-determinants and likelihoods need fp32; its loop is its own (cosine
+    # meta epochs), so bf16 autocast is not offered.
+    precisions = ("fp32",)
     uses_labeled_anomalies = True
     min_batch_size = 2  # at least one normal and one anomaly slot
     card = MethodCard(
@@ -345,15 +348,14 @@ class BGAD(TorchMethod):
             torch.zeros(self.batch_size - n_anom, dtype=torch.bool),
             torch.ones(n_anom, dtype=torch.bool)]).to(state.device)
 
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return adam(model.flows.parameters(), self.lr, self.weight_decay)
+    def optimizer(self, model: nn.Module, schedule: FitSchedule) -> torch.optim.Optimizer:
+        return adam(model.flows.parameters(), schedule.lr, schedule.weight_decay)
 
-    def run_fit_loop(self, state: FitState, optimizer: torch.optim.Optimizer, step_size: int,
-                     gamma: float) -> list[float]:
+    def run_fit_loop(self, state: FitState, optimizer: torch.optim.Optimizer) -> list[float]:
         """Upstream's cosine schedule over the meta epochs (StepLR's factors do not cover
         it): one :func:`fit_loop` epoch per meta epoch at its cosine rate; the first meta
         epoch trains by maximum likelihood only (``training_step`` reads the epoch)."""
-        total, spe = self.planned_steps(), self.steps_per_epoch
+        total, spe = self.planned_steps(state.schedule), self.steps_per_epoch
         self.train_steps_ = total
         history: list[float] = []
         for epoch in range(self.epochs):

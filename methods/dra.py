@@ -582,6 +582,16 @@ class DRA(TorchMethod):
                             generator=gen)
         return total
 
+    def train_batch_images(self) -> int:
+        """The batch plus the ``n_ref`` references a training step prepends (residual
+        head)."""
+        refs = int(self.n_ref) if "residual" in self.parse_heads() else 0
+        return int(self.batch_size) + refs
+
+    def floor_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        n_ref = int(self.n_ref) if model.needs_reference else 0
+        return sum(s.float().mean() for s in model(x, n_ref).values())
+
     def batch_scorer(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         """Score = g_s + g_p + g_r − g_n. Fixed reference modes: the set's mean feature maps,
         computed once per call; code profile: ``n_ref`` fresh (mixed, rotated) references

@@ -18,7 +18,7 @@ from ..registry import register_method
 from .common.augment import normalize, to_float, train_transform
 from .common.backbones import ResNetTrunk
 from .common.samplers import EndlessPermutation
-from .common.torch_method import FitState, TorchMethod
+from .common.torch_method import FitSchedule, FitState, TorchMethod
 
 # Pair types and their default ordinal targets (upstream --ordinal_labels "0,4,8").
 PAIR_NN, PAIR_NA, PAIR_AA = 0, 1, 2
@@ -149,12 +149,12 @@ class PReNet(TorchMethod):
                 raise ValueError(f"PReNet: {name} must be an integer ≥ 1, got {v!r}")
         self._pair_targets()
 
-    def lr_schedule(self) -> tuple[int, float]:
+    def lr_step_schedule(self) -> tuple[int, float]:
         return 10, 1.0  # constant rate: upstream Keras RMSprop has no schedule
 
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.RMSprop(model.parameters(), lr=self.lr,
-                                   weight_decay=self.weight_decay)
+    def optimizer(self, model: nn.Module, schedule: FitSchedule) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(model.parameters(), lr=schedule.lr,
+                                   weight_decay=schedule.weight_decay)
 
     def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
         return PairRelationNet(self.backbone, ctx.weights, self.hidden)

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.api import Method, Resources, RunContext, TrainData
+from bench.api import PRECISIONS, Method, Resources, RunContext, TrainData
 
-from .training import (adam, eval_mode, fit_loop, images_to_device, make_rngs,
+from .training import (adam, autocast, eval_mode, fit_loop, images_to_device, make_rngs,
                        predict_in_batches, resolve_device, seed_everything)
 
 
@@ -104,6 +104,7 @@ class TorchMethod(Method):
     # h200_perf_448_2026-11-28.csv): 4.4 GB (Deep SAD) to 15.5 GB (SAOE); four such runs fit
     # on an 80 GB GPU.
     resources = Resources(gpu_fraction=0.25, cpus=2, memory_gb=8.0)
+    precisions = PRECISIONS
     lr_placement: ClassVar[str] = "start"
     min_batch_size: ClassVar[int] = 1
     normalizes_inputs: ClassVar[bool] = True
@@ -184,6 +185,8 @@ class TorchMethod(Method):
         rng, gen = make_rngs(ctx.seed)
         device = resolve_device(ctx.device)
         model = self.build_model(train, ctx).to(device)
+        if ctx.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         use_outliers = self.uses_outlier_images(train)
         state = FitState(model, device, rng, gen, images_to_device(train.normal, device),
                          images_to_device(train.anomalies, device),
@@ -201,6 +204,16 @@ class TorchMethod(Method):
         if self.uses_outliers:
             self.used_outliers_ = use_outliers
         return self
+
+    # -- the compute floor (bench perf --full) ------------------------------------------
+    def train_batch_images(self) -> int:
+        """Images in one training step's forward pass (``bench perf``'s floor batch)."""
+        return int(self.batch_size)
+
+    def floor_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A scalar from one forward pass of ``model`` over a normalised batch, for timing
+        forward + backward + optimiser step without the method's data pipeline."""
+        return self.score_batch(model, x).float().mean()
 
     def planned_steps(self, schedule: FitSchedule) -> int:
         """Optimiser steps of one fit, for progress (a method with a pre-training phase
@@ -221,7 +234,9 @@ class TorchMethod(Method):
         def step_loss() -> torch.Tensor:
             if next(steps) % sched.steps_per_epoch == 0:
                 lr_history.append(optimizer.param_groups[0]["lr"])
-            return self.training_step(state)
+            with autocast(state.device, state.ctx.precision):
+                loss = self.training_step(state)
+            return loss.float()
 
         return fit_loop(step_loss, optimizer, modules=state.model, epochs=sched.epochs,
                         steps_per_epoch=sched.steps_per_epoch, grad_clip=sched.grad_clip,
@@ -238,11 +253,16 @@ class TorchMethod(Method):
     def score(self, images: np.ndarray) -> np.ndarray:
         self._check_fitted("model_")
         self._check_image_size(images, self.img_size_)
-        model = self.model_
+        model, device, precision = self.model_, self.device_, self.ctx_.precision
+        scorer = self.batch_scorer(model)
+
+        def score_batch(x: torch.Tensor) -> torch.Tensor:
+            with autocast(device, precision):
+                return scorer(x).float()
+
         with eval_mode(model), torch.no_grad():
-            return predict_in_batches(self.batch_scorer(model), images, self.test_batch_size,
-                                      self.device_, preprocess=self.normalizes_inputs,
-                                      modules=[])
+            return predict_in_batches(score_batch, images, self.test_batch_size, device,
+                                      preprocess=self.normalizes_inputs, modules=[])
 
     def state_dict(self) -> dict:
         self._check_fitted("model_")

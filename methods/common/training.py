@@ -9,6 +9,7 @@ reproduces both placements without relying on scheduler call-order semantics.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -96,6 +97,16 @@ def adam(params: Iterable, lr: float, weight_decay: float) -> torch.optim.Adam:
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay!r}")
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def autocast(device: Union[str, torch.device], precision: str):
+    """The forward-pass context of a run's ``precision``: bfloat16 autocast for ``bf16``
+    (weights, gradients and optimiser state stay fp32), nothing for ``fp32``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"precision {precision!r}: use fp32 or bf16")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def _as_modules(modules: Union[nn.Module, Sequence[nn.Module], None]) -> list[nn.Module]:

@@ -167,3 +167,23 @@ def test_undecodable_image_stops_the_sweep_before_any_run(toy_root, tmp_path, ca
     assert rc == 2
     assert err.count("\n") == 1 and str(bad) in err and "Replace or remove" in err
     assert not list(res.glob("main/*/record.json"))  # no run started, none recorded
+
+
+# -- precision ----------------------------------------------------------------------------------
+def test_precision_enters_the_run_id_and_falls_back_with_a_note(toy_root, capsys):
+    base = dict(datasets=[str(toy_root)], subsets=["alpha"], setting="general", seeds=1,
+                shots=[1])
+    fp32 = expand(SweepConfig(methods=["devnet", "pixelknn"], precision="fp32", **base))
+    bf16 = expand(SweepConfig(methods=["devnet", "pixelknn"], precision="bf16", **base))
+    ids32 = {s.method: s.run_id for s in fp32.specs}
+    ids16 = {s.method: s.run_id for s in bf16.specs}
+    assert {s.method: s.precision for s in bf16.specs} == {"devnet": "bf16",
+                                                          "pixelknn": "fp32"}
+    assert ids16["devnet"] != ids32["devnet"]  # another arithmetic, another result
+    assert ids16["pixelknn"] == ids32["pixelknn"]  # it ran fp32 both times
+    assert any("pixelknn runs in fp32" in n for n in bf16.notes)
+    # auto: this machine has no GPU, or the sweep is told to use none
+    auto = expand(SweepConfig(methods=["devnet"], gpus="none", **base))
+    assert [s.precision for s in auto.specs] == ["fp32"]
+    with pytest.raises(ConfigError, match="--precision 'fp16'"):
+        expand(SweepConfig(methods=["devnet"], precision="fp16", **base))
