@@ -11,10 +11,12 @@ listing methods stays fast.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import tempfile
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -27,6 +29,24 @@ INSTALL_HINT = "pip install -e '.[anomalib]'"
 # (its teacher always downloads pretrained weights), dfm (its pooling fails on the small
 # feature maps of test sizes). Another model is one more name here, or --set model=<name>.
 ANOMALIB_MODELS = ("patchcore", "padim", "fastflow", "reverse_distillation")
+
+
+# Lightning's info messages (accelerator found, tips, "max_epochs reached") would print once
+# per run into the sweep's console; warnings and errors still come through.
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning")
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def anomalib_available() -> bool:
@@ -186,7 +206,7 @@ class AnomalibImageModel(Method):
                            accelerator="gpu" if dev.type == "cuda" else "cpu", devices=1)
         if self.max_epochs is not None:
             engine_args["max_epochs"] = int(self.max_epochs)
-        with tempfile.TemporaryDirectory(prefix="bench-anomalib-") as root:
+        with tempfile.TemporaryDirectory(prefix="bench-anomalib-") as root, _quiet_lightning():
             engine = Engine(default_root_dir=root, **engine_args)
             engine.fit(model=model, train_dataloaders=loader)
         model.to(dev).eval()

@@ -266,14 +266,17 @@ def dra_loss(scores: dict[str, torch.Tensor], labels: torch.Tensor, *, loss: str
     return torch.stack(list(per_head.values())).sum(), per_head
 
 
+def lr_step_settings(schedule: str) -> tuple[float, str]:
+    """(γ, placement) of the StepLR(10, γ) that DRA's ``lr_schedule`` names: step_start, the
+    released code's (0.1 stepped at each epoch's start); step_end, DevNet's (at its end);
+    none, γ = 1 (constant)."""
+    return (1.0 if schedule == "none" else LR_GAMMA,
+            "start" if schedule == "step_start" else "end")
+
+
 def epoch_lr(base_lr: float, epoch: int, schedule: str) -> float:
-    """Effective learning rate during 1-based ``epoch`` under ``schedule`` (step_start: the
-    released DRA StepLR(10, 0.1) stepped at epoch start; step_end: stepped at epoch end, as
-    DevNet; none: constant)."""
-    if schedule == "none":
-        return float(base_lr)
-    return base_lr * step_lr_factor(epoch, LR_STEP_SIZE, LR_GAMMA,
-                                    "start" if schedule == "step_start" else "end")
+    """Effective learning rate during 1-based ``epoch`` under ``schedule``."""
+    return base_lr * step_lr_factor(epoch, LR_STEP_SIZE, *lr_step_settings(schedule))
 
 
 # -- batch assembly ----------------------------------------------------------------------------
@@ -520,14 +523,11 @@ class DRA(TorchMethod):
         return p["pseudo"] == "external" and p["pseudo_prob"] > 0
 
     def fit_schedule(self, train: TrainData) -> FitSchedule:
-        """The resolved profile's loop: ``lr_schedule`` step_start / step_end = StepLR(10,
-        0.1) at the start / end of each epoch, none = constant; ``grad_clip`` ≤ 0 = off."""
+        """The resolved profile's loop (``lr_step_settings``; ``grad_clip`` ≤ 0 = off)."""
         p = self.effective_params_
-        schedule = p["lr_schedule"]
         return FitSchedule(p["epochs"], p["steps_per_epoch"], p["lr"], p["weight_decay"],
                            p["grad_clip"] if p["grad_clip"] > 0 else None, LR_STEP_SIZE,
-                           1.0 if schedule == "none" else LR_GAMMA,
-                           "start" if schedule == "step_start" else "end")
+                           *lr_step_settings(p["lr_schedule"]))
 
     def build_model(self, train: TrainData, ctx: RunContext) -> nn.Module:
         p = self.effective_params_

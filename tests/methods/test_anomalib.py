@@ -42,9 +42,11 @@ def test_missing_anomalib_fails_with_the_install_command(monkeypatch):
 
 
 @needs_anomalib
-def test_patchcore_learns_toy_defects_from_normals_only():
+def test_patchcore_learns_toy_defects_from_normals_only(capfd):
     problem = toy_problem(size=32, seed=0, shots=0)
     m = AnomalibImageModel(model="patchcore", **SMALL).fit(problem.train, problem.context)
+    printed = capfd.readouterr()
+    assert "GPU available" not in printed.out + printed.err  # Lightning's info kept quiet
     s = m.score(problem.test_images)
     assert s.shape == (len(problem.test_images),) and np.isfinite(s).all()
     assert roc_auc_score(problem.test_labels, s) >= 0.8
