@@ -114,8 +114,8 @@ class RunContext:
     data has); ``deterministic``: ask torch for deterministic kernels (bitwise-repeatable GPU
     runs, slower); ``precision``: ``fp32`` or ``bf16`` (autocast of forward passes, part of
     the run id as ``RunSpec.precision``); ``channels_last``: keep models and batches in
-    channels-last memory layout (faster convolutions on GPUs; same arithmetic, so not part of
-    the run id); ``progress(step, total)``: training progress callback.
+    channels-last memory layout (faster convolutions on GPUs; the same arithmetic in another
+    summation order, like another GPU kernel, so not part of the run id); ``progress(step, total)``: training progress callback.
 
     ``RunContext()`` (CPU, seed 0, no pretrained weights) is for direct library use and tests;
     the harness always passes the run's own."""

@@ -274,7 +274,7 @@ def measure_full(method: str, *, device: str, precision: str, weights: Optional[
             "score_img_per_s": len(test) / score_s if score_s else None,
             "peak_gpu_mem_mb": rec.get("peak_gpu_mem_mb"), "gpu_util_pct": util.mean,
             **floor, "fit_over_floor": (fit_s / floor["floor_s"]) if floor.get("floor_s")
-            else None, "auroc": (rec.get("metrics") or {}).get("auroc")}
+            else None, "auroc": rec.get("auroc")}
 
 
 def run_full(methods: list[str], *, device: str, precision: str, weights: Optional[str],
