@@ -18,7 +18,6 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Optional
 
 from ..util import atomic_write
 from .images import is_image_file
@@ -239,8 +238,3 @@ def find_duplicates(index: SubsetIndex) -> dict[str, list[str]]:
     for rel_path, digest in index.hashes.items():
         seen.setdefault(digest, []).append(rel_path)
     return {k: v for k, v in seen.items() if len(v) > 1}
-
-
-def optional_mask_path(index: SubsetIndex, rel_path: str) -> Optional[Path]:
-    m = index.masks.get(rel_path)
-    return index.root / m if m else None

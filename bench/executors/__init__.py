@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Iterator, Optional
 
+from ..api import Resources
 from ..plan import RunSpec
 
 EXECUTORS = ("local", "ray", "slurm")
@@ -67,25 +68,17 @@ def make_executor(name: str, store, cfg) -> Executor:
     raise ConfigError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
 
 
-@dataclass(frozen=True)
-class Resources:
-    """What one run asks a cluster for: CPU cores, a GPU share (fractions pack several runs
-    on one GPU) and host memory (None: the scheduler's default)."""
-
-    cpus: float = 1.0
-    gpus: float = 1.0
-    memory_mb: Optional[int] = None
-
-
-DEFAULT_RESOURCES = Resources()
-
-
 def resources_for(spec: RunSpec, use_gpu: bool) -> Resources:
-    """The resource request of ``spec``'s run. Every method asks for
-    :data:`DEFAULT_RESOURCES` (one core, one whole GPU when the cluster has GPUs) until
-    methods declare their own resource hint in ``bench.api``."""
-    return DEFAULT_RESOURCES if use_gpu else Resources(DEFAULT_RESOURCES.cpus, 0.0,
-                                                      DEFAULT_RESOURCES.memory_mb)
+    """What ``spec``'s run asks a cluster for: its method's declared
+    :class:`~bench.api.Resources` on GPUs (a GPU share, so small runs pack; cores; host
+    memory); on CPU-only placement one core and no GPU, as the local executor's
+    single-threaded workers (small CPU runs are dominated by per-op overhead)."""
+    from ..registry import method_class
+
+    declared = method_class(spec.method).resources
+    if use_gpu:
+        return declared
+    return Resources(gpu_fraction=0.0, cpus=1, memory_gb=declared.memory_gb)
 
 
 # options that only one executor reads: (field, flag, the executor that reads it)

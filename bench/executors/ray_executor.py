@@ -89,13 +89,14 @@ class RayExecutor(Executor):
             pending = {}
             for spec in specs:
                 res = resources_for(spec, use_gpu)
-                opts = dict(num_cpus=res.cpus, num_gpus=res.gpus if use_gpu else 0,
+                opts = dict(num_cpus=res.cpus, num_gpus=res.gpu_fraction if use_gpu else 0,
                             max_retries=self.max_retries, retry_exceptions=False)
-                if res.memory_mb:
-                    opts["memory"] = int(res.memory_mb * 2**20)
+                if use_gpu:  # host memory matters where GPU runs pack; CPU runs take 1 core
+                    opts["memory"] = int(res.memory_gb * 2**30)
                 ref = task.options(**opts).remote(
                     spec, str(self.store.dir.parent), self.store.sweep, self.save_models,
-                    self.deterministic, self.rerun_failed, max(1, int(res.cpus)), use_gpu)
+                    self.deterministic, self.rerun_failed, max(1, int(res.cpus)),
+                    use_gpu and res.gpu_fraction > 0)  # a CPU-only method gets no device
                 pending[ref] = spec
             try:
                 while pending:
