@@ -28,6 +28,12 @@ import numpy as np
 # The largest shot count of the paper's protocol. In the general setting the first
 # MAX_SHOTS anomalies of the seeded shuffle are removed from the test set for every shot
 # count, so 1-shot and 10-shot runs share one test set (datasets.md §2).
+# The demo preset's training schedule (``Method.demo_params``): one schedule for every method
+# trained by optimiser steps, so the demo table compares methods, not budgets. 30 steps of 12
+# images at 64 px: the eight paper methods' hard-setting demo fits in about five minutes on
+# two CPU cores (benchmarks/results/demo_designs.md).
+DEMO_SCHEDULE: dict[str, int] = {"epochs": 3, "steps_per_epoch": 10, "batch_size": 12}
+
 MAX_SHOTS = 10
 
 
@@ -216,6 +222,9 @@ class Method(abc.ABC):
       a run asks for one of them (``--precision``), others run in ``fp32`` with a note;
     * ``quick_params``: parameter overrides of the ``quick`` preset (a budget of minutes);
       :meth:`test_params` is the smaller budget the contract suite runs;
+    * ``demo_params``: parameter overrides of the ``demo`` preset (the default on the
+      synthetic dataset): the budget of the README's first command, sized so the whole
+      hard-setting demo of every method takes minutes on two CPU cores;
     * ``outlier_policy``: which external outlier images the harness gives the method when
       the user names none with ``--outliers`` (see :data:`OUTLIER_POLICIES`);
     * ``uses_common_blocks``: True for a method built on ``bench.methods.common``; its run
@@ -229,6 +238,7 @@ class Method(abc.ABC):
     uses_outliers: ClassVar[bool] = False
     card: ClassVar[MethodCard] = MethodCard(paper="")
     quick_params: ClassVar[dict[str, Any]] = {}
+    demo_params: ClassVar[dict[str, Any]] = {}
     input_size: ClassVar[int] = DEFAULT_INPUT_SIZE
     dataset_img_size: ClassVar[bool] = True
     resources: ClassVar[Resources] = Resources()

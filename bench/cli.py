@@ -54,6 +54,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .plan import PRESETS
+
     p = _Parser(prog="bench", description="Benchmark harness for open-set "
                                 "supervised anomaly detection (DRA, CVPR 2022, and baselines)")
     p.add_argument("--version", action="version", version=f"osad-bench {__version__}")
@@ -104,29 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shots", type=_ints, default=S, metavar="LIST",
                    help="labelled anomalies per run, comma-separated, at most 10 in the "
                         "general setting; methods that use none run once with 0 "
-                        "(default: 10 with --preset quick, 1,10 with paper)")
+                        "(default: 10 with --preset demo or quick, 1,10 with paper)")
     r.add_argument("--seeds", type=int, default=S, metavar="N",
                    help="run seeds 0..N-1; not together with --seed-list (default: 1 with "
-                        "--preset quick, 3 with paper)")
+                        "--preset demo or quick, 3 with paper)")
     r.add_argument("--seed-list", type=_ints, default=S, dest="seed_list", metavar="LIST",
                    help="these run seeds, e.g. 0,5,7, instead of --seeds (default: none)")
     r.add_argument("--split-seed", type=int, default=S, dest="split_seed", metavar="S",
                    help="draw every split with seed S: labelled anomalies and test set stay "
                         "fixed, only training varies with the run seed; 42 is the released "
                         "code's policy (default: each run's seed draws its split)")
-    r.add_argument("--preset", choices=["quick", "paper"], default=S,
-                   help="quick: 64 px, a test-sized training budget, no pretrained weights, "
-                        "minutes on a CPU; paper: the paper's image size, ImageNet weights "
-                        "and full training budget (a 448-px DRA run takes about a minute on "
-                        "one H200 GPU, far longer on a CPU) (default: quick on the synthetic "
-                        "dataset, paper on any other)")
+    r.add_argument("--preset", choices=list(PRESETS), default=S,
+                   help="demo: 64 px, the demo budget (30 training steps), no pretrained "
+                        "weights, one known class per synthetic subset, about five minutes "
+                        "on two CPU cores; quick: 64 px, a smoke-test budget, no pretrained "
+                        "weights, every known class; paper: the paper's image size, ImageNet "
+                        "weights and full training budget (a 448-px DRA run takes about a "
+                        "minute on one H200 GPU, far longer on a CPU) (default: demo on the "
+                        "synthetic dataset, paper on any other)")
     r.add_argument("--data-root", default=S, dest="data_root", metavar="DIR",
                    help=DATA_ROOT_HELP)
     r.add_argument("--weights", default=S, metavar="imagenet|none|DIR",
                    help="imagenet: torchvision's ImageNet checkpoints (downloaded once into "
                         "torch's cache); none: random initialisation; DIR: a folder holding "
-                        "the checkpoint files (default: none with --preset quick, imagenet "
-                        "with paper)")
+                        "the checkpoint files (default: none with --preset demo or quick, "
+                        "imagenet with paper)")
     r.add_argument("--outliers", default=S, metavar="NAME|DIR|none",
                    help="external outlier images for every method that uses them: a dataset "
                         "name (e.g. lag, mvtec_ad), a folder of <X>/train/good/ images, or "
@@ -224,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only the runs of METHOD (wildcards as in --set) whose parameter has "
                          "this value, or FIELD=VALUE for weights, outliers, preset, "
                          "split_policy, method_version; repeatable (default: every run)")
-    rp.add_argument("--preset", default=None, choices=["quick", "paper"],
+    rp.add_argument("--preset", default=None, choices=list(PRESETS),
                     help="only the runs planned with this preset (default: any preset)")
     rp.add_argument("--out", default=None, metavar="DIR",
                     help="folder the tables and runs.csv are written to; a rewrite removes "

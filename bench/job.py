@@ -16,13 +16,16 @@ import traceback
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import numpy as np
 
 from . import __version__
 from .plan import RunSpec
 from .store import RunRecord, Store, now
+
+if TYPE_CHECKING:
+    from .protocol import Split
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow",
              "anomalib")  # anomalib: the optional extra (None when not installed)
@@ -79,6 +82,16 @@ def _scores_csv(split, scores: np.ndarray) -> str:
     return buf.getvalue()
 
 
+def _check_scores_csv(split, scores: np.ndarray) -> str:
+    """The hard setting's seen-class check set: every image is of the known class."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "anomaly_class", "seen", "score"])
+    for p, v in zip(split.seen_check, scores):
+        w.writerow([p, 1, split.known_class, 1, repr(float(v))])
+    return buf.getvalue()
+
+
 def _subset_index(spec: RunSpec):
     """The subset of ``spec`` as on disk now; fails if it changed since planning."""
     from .datasets.layout import read_subset
@@ -132,7 +145,19 @@ def prefetch_images(specs: list[RunSpec], cache_dir: Optional[Path] = None,
             load_outliers(pool, size, cache_dir)
 
 
-def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
+class RunData(NamedTuple):
+    """What one run reads: its split and the decoded images of each part of it."""
+
+    split: "Split"
+    normal: np.ndarray
+    anomalies: np.ndarray
+    test: np.ndarray
+    outliers: Optional[np.ndarray]
+    size: int
+    seen_check: Optional[np.ndarray]  # hard setting: the known class's unlabelled anomalies
+
+
+def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None) -> RunData:
     """The split of ``spec`` (the one planning built, or drawn again for a spec read back
     from a file) and its images (decoded-image cache). Fails if the data changed since the
     sweep was planned."""
@@ -154,8 +179,9 @@ def load_run_data(spec: RunSpec, cache_dir: Optional[Path] = None):
 
     pool = _outlier_pool(spec)
     outliers = load_outliers(pool, size, cache_dir) if pool is not None else None
-    return split, imgs(split.train_normal), imgs(split.train_anomalies), imgs(split.test), \
-        outliers, size
+    return RunData(split, imgs(split.train_normal), imgs(split.train_anomalies),
+                   imgs(split.test), outliers, size,
+                   imgs(split.seen_check) if split.seen_check else None)
 
 
 def _jsonable(obj):
@@ -224,7 +250,8 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        split, normal, anomalies, test, outliers, size = load_run_data(spec, cache_dir)
+        split, normal, anomalies, test, outliers, size, seen_check = load_run_data(spec,
+                                                                                 cache_dir)
         record.load_s = round(time.perf_counter() - t0, 3)
         files["split.json"] = split.manifest_json() + "\n"
         method = create_method(spec.method, **spec.params)
@@ -249,10 +276,19 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
             if scores.shape != (len(split.test),):
                 raise ValueError(f"{spec.method}.score returned {scores.shape[0]} scores for "
                                  f"{len(split.test)} images")
+            check_scores = None
+            if split.seen_check:
+                # Scored in a call of its own: the test set's scores stay exactly what a
+                # run without the check set computes.
+                check_scores = np.asarray(method.score(seen_check), dtype=np.float64).reshape(-1)
+                if check_scores.shape != (len(split.seen_check),):
+                    raise ValueError(f"{spec.method}.score returned {check_scores.shape[0]} "
+                                     f"scores for {len(split.seen_check)} images")
+                files["seen_check_scores.csv"] = _check_scores_csv(split, check_scores)
             from .metrics import run_metrics
 
             record.metrics = run_metrics(split.test_labels, scores, split.test_seen,
-                                         spec.setting)
+                                         spec.setting, check_scores)
             files["scores.csv"] = _scores_csv(split, scores)
             record.method_state = _jsonable({k: v for k, v in vars(method).items()
                                              if k.endswith("_") and not k.startswith("_")

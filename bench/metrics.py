@@ -3,7 +3,9 @@
 code), and AUC-ROC over the seen and over the unseen anomaly classes (each against all test
 normals; None when a group has no image). In the hard setting every test anomaly is of an
 unseen class (the known class is out of the test set), so ``auroc_unseen`` equals ``auroc``
-there and ``auroc_seen`` is None."""
+there, and ``auroc_seen`` is the AUC-ROC of the seen-class check set (the known class's
+anomalies not drawn as labelled, never in the test set) against the test normals; None when
+the known class has no image left over."""
 from __future__ import annotations
 
 from typing import Optional
@@ -19,9 +21,9 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> Optional[float]:
     return float(roc_auc_score(labels, scores))
 
 
-def run_metrics(labels, scores, seen, setting: str) -> dict:
+def run_metrics(labels, scores, seen, setting: str, check_scores=None) -> dict:
     """``labels`` 0/1, ``scores`` higher = more anomalous, ``seen`` True for anomalies of a
-    labelled class."""
+    labelled class; ``check_scores`` the scores of the hard setting's seen-class check set."""
     from sklearn.metrics import average_precision_score
 
     labels = np.asarray(labels, dtype=int)
@@ -36,6 +38,16 @@ def run_metrics(labels, scores, seen, setting: str) -> dict:
            "auroc_seen": None, "auroc_unseen": None}
     if setting == "hard":
         out["auroc_unseen"] = out["auroc"]
+        check = np.asarray([] if check_scores is None else check_scores, dtype=float)
+        if not np.all(np.isfinite(check)):
+            raise ValueError(f"{int((~np.isfinite(check)).sum())} of {len(check)} scores of "
+                             f"the seen-class check set are not finite (NaN/inf)")
+        out["n_seen_check"] = int(len(check))
+        if len(check):
+            normal = scores[labels == 0]
+            out["auroc_seen"] = _auroc(
+                np.r_[np.zeros(len(normal), dtype=int), np.ones(len(check), dtype=int)],
+                np.r_[normal, check])
     elif setting == "general":
         normal = labels == 0
         for name, group in (("auroc_seen", seen), ("auroc_unseen", ~seen & (labels == 1))):

@@ -259,7 +259,7 @@ def measure_full(method: str, *, device: str, precision: str, weights: Optional[
     state = rec.get("method_state") or {}
     steps = int(state.get("train_steps_") or 1)
     batch = int(state.get("train_batch_size_") or 1)
-    split, normal, anomalies, test, outliers, size = load_run_data(spec)
+    split, normal, anomalies, test, outliers, size, _ = load_run_data(spec)
     m = create_method(spec.method, **spec.params)
     ctx = RunContext(device=device, seed=spec.seed, weights=spec.weights, img_size=size,
                      precision=spec.precision, channels_last=device.startswith("cuda"))

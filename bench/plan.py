@@ -3,6 +3,11 @@ classes × shots × seeds → one :class:`RunSpec` per run, each with a content-
 
 Presets:
 
+* ``demo`` (the default on the synthetic dataset): 64 px, each method's ``demo_params`` (a
+  budget sized so that `bench run --methods all --setting hard` takes minutes on two CPU
+  cores; a method that declares none gets its ``quick_params``, with a note), weights
+  ``none``, one seed, 10 shots, and in the hard setting the dataset's ``demo_known_classes``
+  (one per synthetic subset);
 * ``quick``: the synthetic dataset, 64 px, each method's ``quick_params`` (a few dozen
   training steps), weights ``none``, one seed, 10 shots — a sweep that finishes in minutes on
   a laptop CPU;
@@ -45,7 +50,9 @@ from .datasets.layout import LayoutError, SubsetIndex, list_subsets, read_subset
 from .datasets.outliers import OutlierPool, outlier_pool
 from .util import content_hash
 
-PRESETS = ("quick", "paper")
+PRESETS = ("demo", "quick", "paper")
+# The presets of small CPU-sized runs: 64 px, no pretrained weights, one seed, 10 shots.
+SMALL_PRESETS = ("demo", "quick")
 QUICK_IMG_SIZE = 64
 # The ``--set`` key of the run's image size: a field of the run spec, set per method.
 IMG_SIZE = "img_size"
@@ -398,8 +405,9 @@ def method_params(method: str, preset: str, dataset: Dataset, subset: str,
     """Resolve one method's parameters for one dataset subset (see module docstring)."""
     cls = method_class(method)
     params = method_defaults(method)
-    if preset == "quick":
-        params.update({k: v for k, v in cls.quick_params.items() if k in params})
+    budget = {"demo": cls.demo_params or cls.quick_params,
+              "quick": cls.quick_params}.get(preset, {})
+    params.update({k: v for k, v in budget.items() if k in params})
     for o in overrides:
         if method in o.typed and o.param in params:
             params[o.param] = o.typed[method]
@@ -409,12 +417,12 @@ def method_params(method: str, preset: str, dataset: Dataset, subset: str,
 def run_img_size(method: str, preset: str, dataset: Dataset, subset: str,
                  overrides: list[Override]) -> int:
     """The side in pixels one method's runs resize images to, by one chain: ``--set
-    METHOD.img_size=N`` > the preset (``quick``: 64 px; ``paper``: the dataset's paper size,
+    METHOD.img_size=N`` > the preset (``demo``, ``quick``: 64 px; ``paper``: the dataset's paper size,
     unless the method declares a size of its own with ``dataset_img_size = False``) > the
     method's declared ``input_size``."""
     cls = method_class(method)
     size = cls.input_size
-    if preset == "quick":
+    if preset in SMALL_PRESETS:
         size = QUICK_IMG_SIZE
     elif preset == "paper" and cls.dataset_img_size:
         size = dataset.img_size_for(subset)
@@ -449,15 +457,19 @@ def dataset_subsets(ds: Dataset, root: Path, wanted: Optional[list[str]]) -> lis
     return [s for s in present if s in wanted]
 
 
-def known_classes_for(ds: Dataset, index: SubsetIndex, wanted: Optional[list[str]]) -> list[str]:
+def known_classes_for(ds: Dataset, index: SubsetIndex, wanted: Optional[list[str]],
+                      preset: str = "paper") -> list[str]:
     """Hard-setting known classes of a subset: the user's (any class of the subset), else the
-    paper's (``hard_known_classes``; an empty list means the paper runs no hard setting on
-    that subset), else every non-empty class."""
+    demo preset's (``demo_known_classes``), else the paper's (``hard_known_classes``; an
+    empty list means the paper runs no hard setting on that subset), else every non-empty
+    class."""
     if wanted:
         for k in wanted:
             index.check_class(k)  # unknown names are an error listing the valid ones
         return [k for k in index.classes if k in wanted]
-    if index.subset in ds.hard_known_classes:
+    if preset == "demo" and index.subset in ds.demo_known_classes:
+        classes = ds.demo_known_classes[index.subset]
+    elif index.subset in ds.hard_known_classes:
         classes = ds.hard_known_classes[index.subset]
     else:
         classes = index.classes
@@ -522,8 +534,8 @@ def effective_preset(cfg: SweepConfig) -> str:
         if cfg.preset not in PRESETS:
             raise ConfigError(f"--preset {cfg.preset!r}: use one of {', '.join(PRESETS)}")
         return cfg.preset
-    # The first command works offline: the synthetic demo defaults to `quick`.
-    return "quick" if all(d == "synthetic" for d in cfg.datasets) else "paper"
+    # The first command works offline: the synthetic dataset defaults to the demo.
+    return "demo" if all(d == "synthetic" for d in cfg.datasets) else "paper"
 
 
 def validate(cfg: SweepConfig) -> None:
@@ -625,13 +637,18 @@ def expand(cfg: SweepConfig) -> Plan:
     if cfg.shots and unsupervised:
         notes.append(f"--shots does not apply to {', '.join(unsupervised)} (no labelled "
                      f"anomalies): one run with shots 0 per cell and seed instead")
-    shots_list = _unique(cfg.shots or ([10] if preset == "quick" else [1, 10]), "--shots",
-                         notes)
+    small = preset in SMALL_PRESETS
+    shots_list = _unique(cfg.shots or ([10] if small else [1, 10]), "--shots", notes)
     if cfg.seed_list:
         seeds = _unique(list(cfg.seed_list), "--seed-list", notes)
     else:
-        seeds = list(range(cfg.seeds if cfg.seeds is not None else (1 if preset == "quick" else 3)))
-    weights = cfg.weights or ("none" if preset == "quick" else "imagenet")
+        seeds = list(range(cfg.seeds if cfg.seeds is not None else (1 if small else 3)))
+    weights = cfg.weights or ("none" if small else "imagenet")
+    if preset == "demo":
+        undeclared = [m for m in methods if not method_class(m).demo_params]
+        if undeclared:
+            notes.append(f"{', '.join(undeclared)} declare(s) no demo budget (demo_params): "
+                         f"the demo preset runs their quick budget (quick_params)")
     precision = sweep_precision(cfg, notes)
     data_root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     train_cap = cfg.train_cap
@@ -659,7 +676,7 @@ def expand(cfg: SweepConfig) -> Plan:
                     notes.append(f"{label}/{subset}: one anomaly class ({index.classes[0]}), "
                                  f"so no hard-setting runs")
                     continue
-                known = known_classes_for(ds, index, cfg.known_classes)
+                known = known_classes_for(ds, index, cfg.known_classes, preset)
                 if not known:
                     notes.append(f"{label}/{subset}: the paper runs no hard setting here "
                                  f"(name classes with --known-classes to run it anyway)")

@@ -5,8 +5,11 @@ protocol": faithful but deterministic).
   ``S[:shots]``; the test anomalies are ``S[MAX_SHOTS:]`` for every shot count ≤ MAX_SHOTS, so
   1-shot and 10-shot runs share one test set and the 1-shot anomaly is the first of the ten.
 * Hard setting: ``S = shuffle(sorted files of the known class, seed)``; labelled anomalies
-  ``S[:shots]``; the rest of the known class is discarded; the test anomalies are every file
-  of every other class.
+  ``S[:shots]``; the test anomalies are every file of every other class. The rest of the
+  known class, ``S[shots:]``, is out of the test set (as in the paper) and is the *seen-class
+  check set*: scored beside the test set and compared with the same test normals, it gives
+  the hard-setting ``auroc_seen`` (does the method find the class it was shown?) without
+  touching the hard-setting AUC.
 * Content twins: a test anomaly whose bytes equal a file kept out of the test set (general:
   one of the ``MAX_SHOTS`` reserved anomalies; hard: any file of the known class) is removed
   from the test set and listed in the manifest (``test_twins_removed``). Mastcam has five
@@ -55,11 +58,13 @@ class Split:
     hashes: dict[str, str] = field(repr=False, default_factory=dict)
     # (removed test file, the file kept out of the test set that it duplicates)
     twins_removed: list[tuple[str, str]] = field(default_factory=list)
+    # Hard setting: the known class's anomalies not drawn as labelled (never in ``test``).
+    seen_check: list[str] = field(default_factory=list)
 
     def manifest(self) -> dict:
         """Everything that defines the split, with content hashes (JSON-serialisable)."""
         h = self.hashes
-        return {
+        out = {
             "dataset": self.dataset, "subset": self.subset, "setting": self.setting,
             "known_class": self.known_class, "shots": self.shots,
             "split_seed": self.split_seed, "train_cap": self.train_cap,
@@ -71,6 +76,9 @@ class Split:
                      zip(self.test, self.test_labels, self.test_classes, self.test_seen)],
             "test_twins_removed": [[p, twin, h.get(p, "")] for p, twin in self.twins_removed],
         }
+        if self.setting == "hard":
+            out["seen_check"] = [[p, h.get(p, "")] for p in self.seen_check]
+        return out
 
     def manifest_json(self) -> str:
         return canonical_json(self.manifest())
@@ -134,6 +142,7 @@ def make_split(index: SubsetIndex, *, dataset: str, setting: str, shots: int, se
         test_anom = [p for c in classes if c != known_class for p in index.anomalies[c]]
         cls_of = {p: c for c in classes for p in index.anomalies[c]}
         seen_classes = set()  # nothing in a hard-setting test set is of the known class
+    check = sorted(known[shots:]) if setting == "hard" else []
     test_anom, twins = _drop_twins(index, test_anom, kept_out)
     if not test_anom:
         raise SplitUnavailable(f"{index.subset}: no anomaly is left for the test set "
@@ -144,10 +153,10 @@ def make_split(index: SubsetIndex, *, dataset: str, setting: str, shots: int, se
     tcls = ["good"] * len(index.test_good) + [cls_of[p] for p in sorted(test_anom)]
     seen = [False] * len(index.test_good) + [cls_of[p] in seen_classes for p in sorted(test_anom)]
 
-    _check_content_overlap(index, train_normal + train_anom, test)
+    _check_content_overlap(index, train_normal + train_anom, test + check)
     split = Split(dataset, index.subset, setting, known_class, shots, seed, train_cap,
                   train_normal, train_anom, [cls_of[p] for p in train_anom], test, labels,
-                  tcls, seen, hashes=index.hashes, twins_removed=twins)
+                  tcls, seen, hashes=index.hashes, twins_removed=twins, seen_check=check)
     check_split(split)
     return split
 
@@ -192,5 +201,9 @@ def check_split(split: Split) -> None:
         assert split.known_class not in split.test_classes, (
             f"known class {split.known_class!r} appears in the hard-setting test set")
         assert all(c == split.known_class for c in split.train_anomaly_classes)
+        assert not set(split.seen_check) & (train | set(split.test)), (
+            "the seen-class check set overlaps the training or test set")
+    else:
+        assert not split.seen_check, "only the hard setting has a seen-class check set"
     assert 0 in split.test_labels and 1 in split.test_labels, "test set needs both labels"
     assert len(split.train_anomalies) == split.shots

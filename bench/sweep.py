@@ -167,13 +167,14 @@ def check_weights(specs, *, download: bool = True) -> list[str]:
 def print_plan_table(store: Store, run_ids: list[str], out=print) -> None:
     """The tables of exactly the runs of this sweep's plan, built as `bench report` builds
     them (one configuration per cell)."""
-    from .report.tables import build_tables, frame_from_entries
+    from .report.tables import build_tables, frame_from_entries, seen_unseen_table
 
     runs = frame_from_entries(store.entries(run_ids))
     if runs.empty:
         return
     tables, _, _ = build_tables(runs)
-    for t in tables:
+    seen = seen_unseen_table(runs)
+    for t in tables + ([seen] if seen is not None else []):
         out("\n" + t.markdown())
 
 

@@ -53,6 +53,9 @@ class Dataset:
     # means no hard-setting runs on that subset unless --known-classes names some; subsets
     # not listed run the hard setting over all of their anomaly classes.
     hard_known_classes: ClassVar[dict[str, list[str]]] = {}
+    # The ``demo`` preset's known classes ({subset: [folder names]}), where they differ from
+    # the above (the synthetic dataset: one per subset, so the demo runs in minutes).
+    demo_known_classes: ClassVar[dict[str, list[str]]] = {}
     # Expected counts after conversion (paper Table 5):
     # {subset: {"train_good": n, "test_good": n, "anomalies": n or {class: n}}}.
     expected_counts: ClassVar[dict[str, dict]] = {}

@@ -27,7 +27,7 @@ from typing import Optional
 
 from torch import nn
 
-from ..api import MethodCard
+from ..api import DEMO_SCHEDULE, MethodCard
 from ..registry import register_method
 from .common.balanced import BalancedPyramidMethod
 from .common.heads import TopKHead
@@ -53,6 +53,7 @@ class DevNet(BalancedPyramidMethod):
               "without CUDA. criterion=bce|focal are the code's other (unused) options.",
     )
     quick_params = {"epochs": 2, "steps_per_epoch": 5, "batch_size": 8, "n_scales": 2}
+    demo_params = dict(DEMO_SCHEDULE)
     @classmethod
     def test_params(cls) -> dict:
         return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "n_scales": 2}

@@ -87,7 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import MethodCard, RunContext, TrainData
+from bench.api import DEMO_SCHEDULE, MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import normalize, random_rotate, to_float
@@ -396,6 +396,7 @@ class DRA(TorchMethod):
                "Mix pseudo anomalies implemented from the CutPaste paper."),
     )
     quick_params = {"epochs": 2, "steps_per_epoch": 5, "batch_size": 12, "n_ref": 2}
+    demo_params = dict(DEMO_SCHEDULE)
     @classmethod
     def test_params(cls) -> dict:
         return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 12, "n_ref": 2}

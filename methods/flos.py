@@ -22,7 +22,7 @@ from typing import Optional
 
 from torch import nn
 
-from ..api import MethodCard
+from ..api import DEMO_SCHEDULE, MethodCard
 from ..registry import register_method
 from .common.heads import TopKHead
 from .common.losses import binary_focal_loss
@@ -49,6 +49,7 @@ class FLOS(BalancedPyramidMethod):
               "as devnet: fully seeded, deterministic sampler, on-device augmentation.",
     )
     quick_params = dict(DevNet.quick_params)
+    demo_params = dict(DEMO_SCHEDULE)
     @classmethod
     def test_params(cls) -> dict:
         return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "n_scales": 2}

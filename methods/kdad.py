@@ -191,6 +191,8 @@ class KDAD(TorchMethod):
               "lambda 0.5). Needs the ImageNet VGG16 teacher; weights=none is for tests only.")
     # Test-sized budget for the harness' quick preset (64 px, 2 CPU cores): ~a few seconds.
     quick_params = {"epochs": 20}
+    # One epoch is one step over the 48 synthetic normals: 30 steps, as DEMO_SCHEDULE.
+    demo_params = {"epochs": 30}
     input_size = 128  # the released MVTec config
     normalizes_inputs = False  # [0, 1] input, no ImageNet normalisation (released code)
     @classmethod

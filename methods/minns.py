@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..api import MethodCard
+from ..api import DEMO_SCHEDULE, MethodCard
 from ..registry import register_method
 from .common.losses import bce_prob_loss
 from .common.balanced import BalancedPyramidMethod
@@ -89,6 +89,7 @@ class MINNS(BalancedPyramidMethod):
               "MINNs' SGD recipe); score = bag probability. Seeded like devnet.",
     )
     quick_params = dict(DevNet.quick_params)
+    demo_params = dict(DEMO_SCHEDULE)
     @classmethod
     def test_params(cls) -> dict:
         return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "n_scales": 2}

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import MethodCard, RunContext, TrainData
+from bench.api import DEMO_SCHEDULE, MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import train_transform
@@ -105,6 +105,7 @@ class MLEP(TorchMethod):
               "score = per-image reconstruction MSE; no best-checkpoint selection.")
     # Test-sized budget for the harness' quick preset (64 px, 2 CPU cores).
     quick_params = {"epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+    demo_params = dict(DEMO_SCHEDULE)
     @classmethod
     def test_params(cls) -> dict:
         return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 12}

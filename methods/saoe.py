@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import MethodCard, RunContext, TrainData
+from bench.api import DEMO_SCHEDULE, MethodCard, RunContext, TrainData
 from bench.registry import register_method
 
 from .common.augment import cutmix, normalize, random_rotate, to_float
@@ -133,6 +133,7 @@ class SAOE(TorchMethod):
               "see used_outliers_), DRA code schedule, score 1 - p(normal).")
     # Test-sized budget for the harness' quick preset (64 px, 2 CPU cores).
     quick_params = {"epochs": 3, "steps_per_epoch": 5, "batch_size": 12}
+    demo_params = dict(DEMO_SCHEDULE)
     @classmethod
     def test_params(cls) -> dict:
         return {"epochs": 2, "steps_per_epoch": 2, "batch_size": 12}

@@ -509,11 +509,42 @@ def caption_for(runs: pd.DataFrame, setting: str, metric: str, has_variants: boo
                    "as in the paper's Tables 1-2.")
     if setting == "hard" and metric == "auroc_unseen":
         parts.append("In the hard setting every test anomaly is unseen: this is the AUC-ROC.")
+    if setting == "hard" and metric == "auroc_seen":
+        parts.append(SEEN_CHECK_TEXT)
     if has_variants:
         parts.append("Columns marked [..] are separate configurations of one method that "
                      "differ as named; they are never pooled.")
     parts.append(split_policy_text(set(sel["split_policy"].astype(str))))
     return " ".join(parts)
+
+
+SEEN_CHECK_TEXT = ("Seen (hard setting): the known class's anomalies not drawn as labelled "
+                   "(the seen-class check set, never in the hard test set) against the same "
+                   "test normals.")
+
+
+def seen_unseen_table(runs: pd.DataFrame) -> Optional[Table]:
+    """The hard setting's gray and black swans side by side: per known class and method,
+    ``seen / unseen`` AUC-ROC (the seen-class check set; the hard-setting AUC-ROC), one
+    configuration per cell as in :func:`build_tables`. None when no hard run has a check
+    set."""
+    hard = runs[runs["setting"] == "hard"]
+    if hard.empty or not hard["auroc_seen"].notna().any():
+        return None
+    hard = assign_variants(hard)
+    seen_t, _ = wide_table(summarize(hard, "auroc_seen"), "hard")
+    unseen_t, unseen_m = wide_table(summarize(hard, "auroc"), "hard")
+    text = unseen_t.copy()
+    for c in text.columns:
+        text[c] = [f"{a} / {b}" if a or b else "" for a, b in zip(seen_t[c], unseen_t[c])]
+    seeds = sorted({int(x) for x in hard["seed"].dropna()})
+    caption = (f"Each cell: seen / unseen AUC-ROC, mean±std over the seeds "
+               f"({', '.join(map(str, seeds))}) of one configuration. {SEEN_CHECK_TEXT} "
+               f"Unseen: the hard-setting AUC-ROC (every other anomaly class). A method "
+               f"without (N) was shown no anomaly of either. "
+               + split_policy_text(set(hard["split_policy"].astype(str))))
+    return Table("hard", "AUC-ROC on the seen class / on the unseen classes, hard setting",
+                 caption, text, unseen_m)
 
 
 def build_tables(runs: pd.DataFrame, metric: str = "auroc"
