@@ -88,7 +88,7 @@ def test_counts_classes_and_masks(cache):
         assert idx.classes == sorted(syn.SUBSET_CLASSES[subset])
         assert len(idx.classes) >= 4
         for cls in idx.classes:
-            assert len(idx.anomalies[cls]) == expected["anomalies"][cls] == 12
+            assert len(idx.anomalies[cls]) == expected["anomalies"][cls] == 20
             for rel in idx.anomalies[cls]:
                 assert rel in idx.masks, f"no mask for {rel}"
                 img = decode_image(root / rel)
@@ -99,6 +99,42 @@ def test_counts_classes_and_masks(cache):
                 assert mask.shape == img.shape[:2]
                 assert set(np.unique(mask)) <= {0, 255}
                 assert (mask == 255).any(), f"empty mask for {rel}"
+
+
+def test_demo_known_class_is_the_largest_defect(cache):
+    """The demo's hard-setting known class is chosen by a rule about the data (the class
+    with the largest mean defect area), never by a method's result."""
+    root, ds = cache["root"], cache["ds"]
+    for subset in ds.subsets:
+        idx = read_subset(root, subset)
+        area = {}
+        for cls in idx.classes:
+            fractions = []
+            for rel in idx.anomalies[cls]:
+                with Image.open(root / idx.masks[rel]) as im:
+                    fractions.append((np.asarray(im) > 0).mean())
+            area[cls] = float(np.mean(fractions))
+        assert ds.demo_known_classes[subset] == [max(area, key=area.get)], area
+
+
+def test_demo_preset_plans_the_demo(cache, monkeypatch):
+    from bench.api import DEMO_SCHEDULE
+    from bench.plan import SweepConfig, expand
+    from bench.registry import method_class
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(cache["cache_dir"]))
+    plan = expand(SweepConfig(methods=["devnet", "kdad"], setting="hard"))
+    specs = plan.specs
+    assert {s.preset for s in specs} == {"demo"} and {s.img_size for s in specs} == {64}
+    assert {s.weights for s in specs} == {"none"} and {s.seed for s in specs} == {0}
+    assert {(s.method, s.shots) for s in specs} == {("devnet", 10), ("kdad", 0)}
+    assert {(s.subset, s.known_class) for s in specs} == {
+        (sub, c) for sub, cs in cache["ds"].demo_known_classes.items() for c in cs}
+    devnet = next(s for s in specs if s.method == "devnet")
+    assert {k: devnet.params[k] for k in DEMO_SCHEDULE} == DEMO_SCHEDULE
+    # the contract suite's budget is its own, smaller than the demo's
+    small = method_class("devnet").test_params()
+    assert small["epochs"] * small["steps_per_epoch"] < \
+        DEMO_SCHEDULE["epochs"] * DEMO_SCHEDULE["steps_per_epoch"]
 
 
 def test_no_duplicate_images(cache):

@@ -75,9 +75,9 @@ def test_single_class_dataset_has_no_hard_runs(tmp_path, capsys):
     assert "no hard-setting runs" in captured.err
 
 
-def test_quick_preset_is_default_for_synthetic_and_paper_for_real(toy_root):
+def test_demo_preset_is_default_for_synthetic_and_paper_for_real(toy_root):
     from bench.plan import effective_preset
-    assert effective_preset(SweepConfig()) == "quick"
+    assert effective_preset(SweepConfig()) == "demo"
     assert effective_preset(SweepConfig(datasets=[str(toy_root)])) == "paper"
     plan = expand(SweepConfig(methods=["pixelknn"], datasets=[str(toy_root)], preset="quick"))
     assert {s.img_size for s in plan.specs} == {64} and \
