@@ -600,14 +600,18 @@ def write_report(results: Path | str, out: Path | str, formats: list[str],
                              "summary.csv": summary.drop(columns=["seed_values"])
                              .to_csv(index=False)}
     printed: dict = {"notes": notes}
-    for t in tables:
+    named = [(f"table_{t.setting}", t) for t in tables]
+    seen = seen_unseen_table(runs) if metric == "auroc" else None
+    if seen is not None:
+        named.append(("table_hard_seen_unseen", seen))
+    for stem, t in named:
         if "markdown" in formats:
-            files[f"table_{t.setting}.md"] = t.markdown()
+            files[f"{stem}.md"] = t.markdown()
             printed.setdefault("markdown", []).append(t.markdown())
         if "csv" in formats:
-            files[f"table_{t.setting}.csv"] = t.text.reset_index().to_csv(index=False)
+            files[f"{stem}.csv"] = t.text.reset_index().to_csv(index=False)
         if "latex" in formats:
-            files[f"table_{t.setting}.tex"] = t.latex()
+            files[f"{stem}.tex"] = t.latex()
     if compare_paper:
         from .paper import paper_report
 

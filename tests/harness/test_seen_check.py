@@ -71,3 +71,8 @@ def test_hard_run_records_seen_auc_and_the_table_shows_both(toy_root, tmp_path, 
     seen_cell, unseen_cell = cell.split(" / ")
     mean = np.mean([r["auroc_seen"] for r in records])
     assert seen_cell.startswith(f"{mean:.3f}"[:4]) and "±" in unseen_cell
+    out = tmp_path / "rep"
+    assert main(["report", "--results", str(res), "--out", str(out), "--format",
+                 "markdown,latex"]) == 0
+    assert "/" in (out / "table_hard_seen_unseen.md").read_text()
+    assert "\\bottomrule" in (out / "table_hard_seen_unseen.tex").read_text()
