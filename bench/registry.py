@@ -273,7 +273,8 @@ def method_cards_markdown() -> str:
                   f"**Resources (hint):** {c.resources.gpu_fraction:g} GPU, {c.resources.cpus} "
                   f"CPU cores, {c.resources.memory_gb:g} GB  ",
                   f"**Test budget:** `{c.test_params()}`; **quick preset:** "
-                  f"`{dict(c.quick_params)}`", "", card.notes]
+                  f"`{dict(c.quick_params)}`; **demo preset:** "
+                  f"`{dict(c.demo_params or c.quick_params)}`", "", card.notes]
         for v in variants.get(e.name, []):
             lines += ["", f"- `{v.name}`: `{e.name}` with `{v.defaults}`"]
         module_doc = inspect.getdoc(sys.modules[c.__module__]) or ""
