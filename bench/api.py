@@ -25,15 +25,15 @@ from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 
+# The demo preset's training schedule (``Method.demo_params``): one schedule for every method
+# trained by optimiser steps, so the demo table compares methods, not budgets. 30 steps of 12
+# images at 64 px: the eight paper methods' hard-setting demo takes under two minutes on two
+# CPU cores; 2.5x the steps did not lift its AUCs (benchmarks/results/demo_designs.md).
+DEMO_SCHEDULE: dict[str, int] = {"epochs": 3, "steps_per_epoch": 10, "batch_size": 12}
+
 # The largest shot count of the paper's protocol. In the general setting the first
 # MAX_SHOTS anomalies of the seeded shuffle are removed from the test set for every shot
 # count, so 1-shot and 10-shot runs share one test set (datasets.md §2).
-# The demo preset's training schedule (``Method.demo_params``): one schedule for every method
-# trained by optimiser steps, so the demo table compares methods, not budgets. 30 steps of 12
-# images at 64 px: the eight paper methods' hard-setting demo fits in about five minutes on
-# two CPU cores (benchmarks/results/demo_designs.md).
-DEMO_SCHEDULE: dict[str, int] = {"epochs": 3, "steps_per_epoch": 10, "batch_size": 12}
-
 MAX_SHOTS = 10
 
 

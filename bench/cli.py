@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "code's policy (default: each run's seed draws its split)")
     r.add_argument("--preset", choices=list(PRESETS), default=S,
                    help="demo: 64 px, the demo budget (30 training steps), no pretrained "
-                        "weights, one known class per synthetic subset, about five minutes "
+                        "weights, one known class per synthetic subset, under two minutes "
                         "on two CPU cores; quick: 64 px, a smoke-test budget, no pretrained "
                         "weights, every known class; paper: the paper's image size, ImageNet "
                         "weights and full training budget (a 448-px DRA run takes about a "
