@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--slurm-runs-per-task", type=int, default=S, dest="slurm_runs_per_task",
                    metavar="N", help="--executor slurm: runs computed one after another by one "
                                      "array task, so short runs do not flood the scheduler "
-                                     f"(default: {d('slurm_runs_per_task')})")
+                                     "(default: about four tasks per parallel slot, e.g. 12 "
+                                     "runs per task for 96 runs on 2 slots)")
     r.add_argument("--slurm-local", action="store_true", default=S, dest="slurm_local",
                    help="--executor slurm: run the array tasks on this machine through "
                         "submitit's local executor, no Slurm needed (default: off)")

@@ -98,7 +98,7 @@ class SweepConfig:
     slurm_time: int = 60
     slurm_gpus_per_task: int = 0
     slurm_array_parallelism: Optional[int] = None
-    slurm_runs_per_task: int = 1
+    slurm_runs_per_task: Optional[int] = None   # None: auto (SlurmExecutor.per_task)
     slurm_local: bool = False
 
 

@@ -58,7 +58,7 @@ class SlurmExecutor(Executor):
 
     def __init__(self, store: Store, *, partition: Optional[str] = None, time_min: int = 60,
                  gpus_per_task: int = 0, array_parallelism: Optional[int] = None,
-                 runs_per_task: int = 1, local: bool = False, save_models: bool = False,
+                 runs_per_task: Optional[int] = None, local: bool = False, save_models: bool = False,
                  deterministic: bool = False, rerun_failed: bool = False):
         import_submitit()  # missing submitit is an error before planning, not after
         self.store, self.partition, self.time_min = store, partition, time_min
@@ -77,11 +77,22 @@ class SlurmExecutor(Executor):
                    save_models=cfg.save_models, deterministic=cfg.deterministic,
                    rerun_failed=cfg.retry_failed)
 
+    def per_task(self, n_runs: int) -> int:
+        """Runs one array task computes one after another: ``--slurm-runs-per-task``, or by
+        default about four tasks per parallel slot. A task pays a process start and the torch
+        import (seconds), so one short run per task doubled the 96-run quick grid's wall time
+        (benchmarks/results/executors.md); four waves still balance uneven runs and keep a
+        lost task's retry small."""
+        if self.runs_per_task:
+            return self.runs_per_task
+        return max(1, -(-n_runs // (4 * self.array_parallelism)))
+
     def describe(self, n_runs: int) -> str:
-        tasks = -(-n_runs // self.runs_per_task) if n_runs else 0
+        per_task = self.per_task(n_runs)
+        tasks = -(-n_runs // per_task) if n_runs else 0
         where = ("submitit's local executor (no Slurm)" if self.local else
                  f"Slurm partition {self.partition or '(default)'}")
-        return (f"{tasks} array task(s) of up to {self.runs_per_task} run(s), "
+        return (f"{tasks} array task(s) of up to {per_task} run(s), "
                 f"{self.array_parallelism} at a time, on {where}")
 
     def _executor(self):
@@ -109,8 +120,8 @@ class SlurmExecutor(Executor):
         ex = self._executor()
         use_gpu = self.gpus_per_task > 0
         threads = max(1, int(max(resources_for(s, use_gpu).cpus for s in specs)))
-        chunks = [specs[i:i + self.runs_per_task]
-                  for i in range(0, len(specs), self.runs_per_task)]
+        per_task = self.per_task(len(specs))
+        chunks = [specs[i:i + per_task] for i in range(0, len(specs), per_task)]
         args = (str(self.store.dir.parent), self.store.sweep, self.save_models,
                 self.deterministic, self.rerun_failed, threads, use_gpu)
         waiting = list(chunks)

@@ -80,3 +80,16 @@ def test_two_sweeps_with_different_executors_compute_each_run_once(toy_root, tmp
     assert not list((res / "main" / "claims").iterdir())
     done = [int(o[0].split(" done,")[0].split()[-1]) for o in outs]
     assert sum(done) == planned, outs  # the rest was "left to another bench run"
+
+
+def test_slurm_packs_short_runs_into_few_array_tasks(tmp_path):
+    """By default about four array tasks per parallel slot; an explicit count wins."""
+    from bench.executors.slurm_executor import SlurmExecutor
+    from bench.store import Store
+
+    store = Store(tmp_path / "res", "main")
+    auto = SlurmExecutor(store, local=True, array_parallelism=2)
+    assert auto.per_task(96) == 12 and auto.per_task(3) == 1
+    assert "8 array task(s) of up to 12 run(s), 2 at a time" in auto.describe(96)
+    assert SlurmExecutor(store, local=True, array_parallelism=2, runs_per_task=3).per_task(96) == 3
+    assert SlurmExecutor(store, array_parallelism=64).per_task(1750) == 7
