@@ -186,7 +186,8 @@ def compute_floor(method_obj, train, ctx, steps: int, *, max_timed: int = 20) ->
     import torch
 
     from .methods.common.torch_method import TorchMethod
-    from .methods.common.training import autocast, resolve_device, seed_everything
+    from .methods.common.training import (autocast, cpu_kernels, resolve_device,
+                                          seed_everything)
 
     if not isinstance(method_obj, TorchMethod):
         return {"floor_s": None}
@@ -205,11 +206,12 @@ def compute_floor(method_obj, train, ctx, steps: int, *, max_timed: int = 20) ->
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
-        with autocast(device, ctx.precision):
-            loss = method_obj.floor_loss(model, x).float()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with cpu_kernels(device, ctx.precision):  # the kernels the method's fit runs
+            with autocast(device, ctx.precision):
+                loss = method_obj.floor_loss(model, x).float()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for _ in range(3):

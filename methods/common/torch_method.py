@@ -30,8 +30,8 @@ from torch import nn
 
 from bench.api import PRECISIONS, Method, Resources, RunContext, TrainData
 
-from .training import (adam, autocast, eval_mode, fit_loop, images_to_device, make_rngs,
-                       predict_in_batches, resolve_device, seed_everything)
+from .training import (adam, autocast, cpu_kernels, eval_mode, fit_loop, images_to_device,
+                       make_rngs, predict_in_batches, resolve_device, seed_everything)
 
 
 def check_budget(owner: str, *, lr: float, weight_decay: float = 0.0,
@@ -192,10 +192,11 @@ class TorchMethod(Method):
                          images_to_device(train.anomalies, device),
                          images_to_device(train.outliers, device) if use_outliers else None,
                          ctx, schedule)
-        self.prepare(state)
-        self.loss_history_ = self.run_fit_loop(state, self.optimizer(model, schedule))
-        self.train_batch_size_ = int(self.batch_size)
-        self.after_training(state)
+        with cpu_kernels(device, ctx.precision):
+            self.prepare(state)
+            self.loss_history_ = self.run_fit_loop(state, self.optimizer(model, schedule))
+            self.train_batch_size_ = int(self.batch_size)
+            self.after_training(state)
         model.eval()
         self.model_ = model
         self.ctx_ = ctx
@@ -260,7 +261,7 @@ class TorchMethod(Method):
             with autocast(device, precision):
                 return scorer(x).float()
 
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), cpu_kernels(device, precision):
             return predict_in_batches(score_batch, images, self.test_batch_size, device,
                                       preprocess=self.normalizes_inputs, modules=[])
 
