@@ -109,14 +109,21 @@ def autocast(device: Union[str, torch.device], precision: str):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
 def cpu_kernels(device: Union[str, torch.device], precision: str):
     """The kernel choice around a whole fit or score: bf16 on the CPU runs without oneDNN.
     With torch 2.14.1 on an AVX-512 AMD EPYC, oneDNN's bf16 convolutions gave different
     results for identical inputs and seeds, and a NaN loss in one fit of five; torch's own
     bf16 kernels repeat bit for bit. fp32 and GPUs keep the default kernels."""
-    if precision == "bf16" and torch.device(device).type == "cpu":
-        return torch.backends.mkldnn.flags(enabled=False)
-    return contextlib.nullcontext()
+    if precision != "bf16" or torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False  # (mkldnn.flags() also resets TF32, with a warning)
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def _as_modules(modules: Union[nn.Module, Sequence[nn.Module], None]) -> list[nn.Module]:
