@@ -1,7 +1,7 @@
 """End to end: the upstream scripts and ours on the same data, seeds and budget (issue 16, 7).
 
     python benchmarks/upstream/run_e2e.py UPSTREAM_DIR --method dra --seeds 0,1,2 \
-        --side upstream|ours|both --csv benchmarks/results/upstream_e2e.csv
+        --side upstream|ours|both   # rows in benchmarks/results/upstream_e2e_<data>.csv
     python benchmarks/upstream/run_e2e.py UPSTREAM_DIR --summary --csv …
 
 UPSTREAM_DIR is the folder ``prepare.sh`` filled (with ``DRA/`` and ``devnet/``). Budget (the
@@ -43,6 +43,16 @@ EXPERIMENTS = {  # method → (setting, subset, known class, upstream folder, ex
 
 
 DATA_ROOT: Path | None = None  # --data: an MVTec-layout folder instead of the synthetic set
+
+
+def data_id() -> str:
+    """Names the data in the default CSV's name: rows of two generator versions (or two
+    folders) are never pooled or taken as already done."""
+    if DATA_ROOT is not None:
+        return DATA_ROOT.name
+    from bench.datasets.catalog.synthetic import GENERATOR_VERSION
+
+    return f"synthetic_v{GENERATOR_VERSION}"
 
 
 def data_root() -> Path:
@@ -188,7 +198,9 @@ def main() -> None:
                     help="comma-separated seeds, run in this order")
     ap.add_argument("--side", choices=("upstream", "ours", "both"), default="both")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    ap.add_argument("--csv", type=Path, default=REPO / "benchmarks/results/upstream_e2e.csv")
+    ap.add_argument("--csv", type=Path, default=None,
+                    help="results CSV (default: benchmarks/results/upstream_e2e_<data>.csv, "
+                         "e.g. upstream_e2e_synthetic_v2.csv)")
     ap.add_argument("--summary", action="store_true", help="only print the statistics")
     ap.add_argument("--data", type=Path, default=None,
                     help="an MVTec-layout dataset root (default: the synthetic dataset)")
@@ -201,6 +213,8 @@ def main() -> None:
         if not a.data.is_dir():
             raise SystemExit(f"error: --data {a.data} is not a folder")
         DATA_ROOT = a.data.resolve()
+    if a.csv is None:
+        a.csv = REPO / "benchmarks" / "results" / f"upstream_e2e_{data_id()}.csv"
     if a.subset or a.known_class:
         setting, subset, known, folder, extra = EXPERIMENTS[a.method]
         EXPERIMENTS[a.method] = (setting, a.subset or subset,
