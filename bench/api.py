@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import numpy as np
 
@@ -77,6 +77,10 @@ class SplitInfo:
     has_outliers: bool
 
 
+# The file name of a run's saved model (``Method.state_dict()``, written by ``torch.save``):
+# the artefact a staged run fine-tunes from (``RunContext.inputs``).
+MODEL_ARTEFACT = "model.pt"
+
 # The input size of the paper's methods (DRA, DevNet and the baselines train at 448 px). A
 # method with another size of its own declares it as ``Method.input_size``.
 DEFAULT_INPUT_SIZE = 448
@@ -121,7 +125,10 @@ class RunContext:
     runs, slower); ``precision``: ``fp32`` or ``bf16`` (autocast of forward passes, part of
     the run id as ``RunSpec.precision``); ``channels_last``: keep models and batches in
     channels-last memory layout (faster convolutions on GPUs; the same arithmetic in another
-    summation order, like another GPU kernel, so not part of the run id); ``progress(step, total)``: training progress callback.
+    summation order, like another GPU kernel, so not part of the run id); ``inputs``: the
+    artefacts of earlier runs this run was planned on (artefact name → file path; a staged
+    run's :data:`MODEL_ARTEFACT` is the model it fine-tunes, see ``Method.adapts``);
+    ``progress(step, total)``: training progress callback.
 
     ``RunContext()`` (CPU, seed 0, no pretrained weights) is for direct library use and tests;
     the harness always passes the run's own."""
@@ -133,6 +140,7 @@ class RunContext:
     deterministic: bool = False
     precision: str = "fp32"
     channels_last: bool = False
+    inputs: Mapping[str, str] = field(default_factory=dict, hash=False)
     progress: Callable[[int, int], None] = field(default=_no_progress, repr=False,
                                                  compare=False)
 
@@ -227,6 +235,9 @@ class Method(abc.ABC):
       hard-setting demo of every method takes minutes on two CPU cores;
     * ``outlier_policy``: which external outlier images the harness gives the method when
       the user names none with ``--outliers`` (see :data:`OUTLIER_POLICIES`);
+    * ``adapts``: True for a method that can start ``fit`` from the model of an earlier run
+      (``ctx.inputs[MODEL_ARTEFACT]``) and train it on normal images only (no labelled
+      anomalies): the fine-tuning stage of the paper's cross-domain Table 9;
     * ``uses_common_blocks``: True for a method built on ``bench.methods.common``; its run
       version (:meth:`full_version`) then carries the shared blocks' version, so a change in
       a shared block changes the run id of every method that uses it.
@@ -244,6 +255,7 @@ class Method(abc.ABC):
     resources: ClassVar[Resources] = Resources()
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     outlier_policy: ClassVar[str] = "none"
+    adapts: ClassVar[bool] = False
     uses_common_blocks: ClassVar[bool] = False
 
     @classmethod

@@ -35,9 +35,24 @@ class Column:
     outliers: Optional[str] = None
     panels: tuple = ()
     unavailable: Optional[str] = None     # why the harness cannot run it (listed, not run)
+    adapt: Optional["Adapt"] = None       # a staged column: one column per source subset
 
     def overrides(self) -> list[str]:
         return [f"{self.method}.{k}={_yaml_text(v)}" for k, v in self.set]
+
+
+@dataclass(frozen=True)
+class Adapt:
+    """A staged (cross-domain) column: the method is first trained on a source subset of the
+    same dataset (general setting, ``shots`` labelled anomalies, the column's ``set``), keeps
+    its model, and is then fine-tuned on each other target subset's normal images alone with
+    ``set`` (e.g. 10 epochs) and tested there. It expands into one column per source
+    (``sources``: "*" = every subset of the block's data), labelled by the source's name;
+    the source's own row is left blank, as in the paper."""
+
+    sources: object = ALL                 # "*" or (subset, ...)
+    shots: int = 10
+    set: tuple = ()                       # ((param, value), ...) of the fine-tuning stage
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class Grid:
     blocks: tuple
     panels: dict = field(default_factory=dict, compare=False)
     unavailable: Optional[str] = None
+    group_titles: dict = field(default_factory=dict, compare=False)  # shots → column header
 
     @property
     def runnable_columns(self) -> list[Column]:
@@ -102,7 +118,7 @@ def _parse_datasets(path: Path, name: str, raw) -> tuple:
 def _parse_grid(path: Path, name: str, raw: dict) -> Grid:
     if not isinstance(raw, dict):
         raise ConfigError(_where(path, name, "expected a mapping"))
-    known = {"title", "seeds", "columns", "blocks", "panels", "unavailable"}
+    known = {"title", "seeds", "columns", "blocks", "panels", "unavailable", "group_titles"}
     extra = set(raw) - known
     if extra:
         raise ConfigError(_where(path, name, f"unknown keys {sorted(extra)}; valid: "
@@ -116,7 +132,7 @@ def _parse_grid(path: Path, name: str, raw: dict) -> Grid:
                            tuple(sorted((c.get("set") or {}).items())), c.get("outliers"),
                            tuple(c.get("panels") or ()),
                            " ".join(str(c["unavailable"]).split()) if c.get("unavailable")
-                           else None))
+                           else None, _parse_adapt(path, name, c)))
     if not cols:
         raise ConfigError(_where(path, name, "no columns"))
     labels = [c.label for c in cols]
@@ -138,7 +154,28 @@ def _parse_grid(path: Path, name: str, raw: dict) -> Grid:
     seeds = raw.get("seeds") or [0, 1, 2]
     return Grid(name, str(raw.get("title") or name), tuple(int(s) for s in seeds),
                 tuple(cols), tuple(blocks), dict(raw.get("panels") or {}),
-                " ".join(str(raw["unavailable"]).split()) if raw.get("unavailable") else None)
+                " ".join(str(raw["unavailable"]).split()) if raw.get("unavailable") else None,
+                {int(k): str(v) for k, v in (raw.get("group_titles") or {}).items()})
+
+
+def _parse_adapt(path: Path, name: str, c: dict) -> Optional[Adapt]:
+    raw = c.get("adapt")
+    if raw is None:
+        return None
+    valid = {"from", "shots", "set"}
+    if not isinstance(raw, dict) or set(raw) - valid:
+        raise ConfigError(_where(path, name, f"column {c.get('label')!r}: adapt must be a "
+                                             f"mapping with keys {sorted(valid)}, got {raw!r}"))
+    src = raw.get("from", ALL)
+    if src != ALL and not (isinstance(src, list) and src):
+        raise ConfigError(_where(path, name, f"column {c.get('label')!r}: adapt.from must be "
+                                             f"'*' or a list of subsets, got {src!r}"))
+    shots = raw.get("shots", 10)
+    if not isinstance(shots, int) or isinstance(shots, bool) or shots < 1:
+        raise ConfigError(_where(path, name, f"column {c.get('label')!r}: adapt.shots must "
+                                             f"be a positive integer, got {shots!r}"))
+    return Adapt(ALL if src == ALL else tuple(map(str, src)), shots,
+                 tuple(sorted((raw.get("set") or {}).items())))
 
 
 @lru_cache(maxsize=4)
@@ -178,7 +215,7 @@ class GridPlan:
         return {"grid": self.grid.name, "columns_of": self.columns_of,
                 "missing": self.missing, "unavailable": self.unavailable,
                 "layout": self.layout, "cells": [list(c) for c in self.cells],
-                "seeds": list(self.seeds)}
+                "seeds": list(self.seeds), "blanks": self.blanks}
 
     def summary_lines(self) -> list[str]:
         g = self.grid
@@ -200,6 +237,7 @@ class GridPlan:
 
     seeds: tuple = ()
     layout: dict = field(default_factory=dict)   # setting → [[column label, shots], ...]
+    blanks: list = field(default_factory=list)   # cells left blank on purpose, with why
 
 
 def _entries(block: Block, swap: Optional[list[str]], user_subsets: Optional[list[str]]):
@@ -210,10 +248,15 @@ def _entries(block: Block, swap: Optional[list[str]], user_subsets: Optional[lis
         if subs == ALL:
             yield ds, user_subsets, None
             continue
+        if block.setting == "general":  # no known classes: one entry for all its subsets
+            listed = [s for s, _ in subs if not user_subsets or s in user_subsets]
+            if listed:
+                yield ds, listed, None
+            continue
         for s, kc in subs:
             if user_subsets and s not in user_subsets:
                 continue
-            yield ds, [s], None if kc == ALL or block.setting == "general" else list(kc)
+            yield ds, [s], None if kc == ALL else list(kc)
 
 
 def _estimate_runs(ds_name: str, subsets: Optional[list[str]], known: Optional[list[str]],
@@ -257,6 +300,8 @@ def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] =
     data_root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     specs, skipped, failed, notes = {}, {}, {}, []
     columns_of: dict[str, list[str]] = {}
+    blanks: list[list] = []                 # [dataset, subset, setting, known, label, why]
+    layout_cols: dict[str, dict[str, list[str]]] = {}   # setting → grid column → labels
     missing, n_missing, cells = [], 0, {}
     missing_by_ds: dict[str, int] = {}
     for block in grid.blocks:
@@ -268,30 +313,44 @@ def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] =
                         else (0,)
                     n, c = _estimate_runs(ds_name, subsets, known, block.setting,
                                           len(shots), len(seeds))
+                    if col.adapt:  # a source run per subset, a fine-tuning per other subset
+                        n = len(c) * len(c) * len(seeds)
                     n_missing += n
                     missing_by_ds[ds_name] = missing_by_ds.get(ds_name, 0) + n
                     cells.update(dict.fromkeys(c))
                 continue
+            if any(c.adapt for c in grid.runnable_columns):  # rows in the data's order
+                from .plan import dataset_subsets
+                for t in dataset_subsets(ds, ds.locate(data_root), subsets):
+                    cells.setdefault((ds.label, t, block.setting, ""))
             for col in grid.runnable_columns:
                 sub_cfg = replace(cfg, methods=[col.method], datasets=[ds_name],
                                   subsets=subsets, setting=block.setting, known_classes=known,
                                   shots=list(block.shots), seeds=None, seed_list=seeds,
                                   set=list(cfg.set) + col.overrides(),
                                   outliers=col.outliers if col.outliers else cfg.outliers)
-                plan = expand(sub_cfg)
-                notes += [n for n in plan.notes if n not in notes]
-                for spec in plan.specs:
-                    specs.setdefault(spec.run_id, spec)
-                for spec, reason in plan.skipped:
-                    skipped.setdefault(spec.run_id, (spec, reason))
-                for spec, reason in plan.failed:
-                    failed.setdefault(spec.run_id, (spec, reason))
-                for spec in plan.specs + [s for s, _ in plan.skipped + plan.failed]:
-                    labels = columns_of.setdefault(spec.run_id, [])
-                    if col.label not in labels:
-                        labels.append(col.label)
-                    cells.setdefault((spec.dataset, spec.subset, spec.setting,
-                                     spec.known_class or ""))
+                if col.adapt:
+                    parts = _plan_adapted(col, sub_cfg, blanks)
+                else:
+                    parts = [(expand(sub_cfg), col.label)]
+                for plan, label in parts:
+                    notes += [n for n in plan.notes if n not in notes]
+                    for spec in plan.specs:
+                        specs.setdefault(spec.run_id, spec)
+                    for spec, reason in plan.skipped:
+                        skipped.setdefault(spec.run_id, (spec, reason))
+                    for spec, reason in plan.failed:
+                        failed.setdefault(spec.run_id, (spec, reason))
+                    for spec in plan.specs + [s for s, _ in plan.skipped + plan.failed]:
+                        labels = columns_of.setdefault(spec.run_id, [])
+                        if label is None:  # a source run: in the grid, in no column
+                            continue
+                        if label not in labels:
+                            labels.append(label)
+                        cells.setdefault((spec.dataset, spec.subset, spec.setting,
+                                         spec.known_class or ""))
+                        layout_cols.setdefault(block.setting, {}).setdefault(
+                            col.label, []).append(label)
     for ds_name, n in missing_by_ds.items():
         ds = resolve_dataset(ds_name)
         how = (f"bench data prepare {ds_name} --raw PATH --data-root {data_root}"
@@ -304,13 +363,82 @@ def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] =
     for block in grid.blocks:
         cols = layout.setdefault(block.setting, [])
         for col in grid.runnable_columns:
+            if col.adapt:  # one column per source, 0 labelled anomalies of the target
+                labels = layout_cols.get(block.setting, {}).get(col.label, [])
+                for label in dict.fromkeys(labels):
+                    if [label, 0] not in cols:
+                        cols.append([label, 0])
+                continue
             uses = method_class(col.method).uses_labeled_anomalies
             for k in (block.shots if uses else (0,)):
                 if [col.label, k] not in cols:
                     cols.append([col.label, k])
     merged = Plan(list(specs.values()), list(skipped.values()), notes, list(failed.values()))
     return GridPlan(grid, merged, columns_of, missing, n_missing, unavailable,
-                    list(cells), seeds=tuple(seeds), layout=layout)
+                    list(cells), seeds=tuple(seeds), layout=layout, blanks=blanks)
+
+
+def _plan_adapted(col: Column, cfg: SweepConfig, blanks: list) -> list[tuple[Plan, Optional[str]]]:
+    """The two stages of a staged column on one block entry: (plan, column label) pairs,
+    the source runs with label None (each keeps its model), then per source the fine-tuning
+    runs of every other subset, each naming the source run of its seed in ``needs``."""
+    from .api import MODEL_ARTEFACT
+    from .plan import dataset_subsets, method_class, resolve_dataset
+    from .datasets.base import default_data_root
+
+    cls = method_class(col.method)
+    if not cls.adapts:
+        raise ConfigError(f"grid column {col.label!r}: {col.method} cannot be fine-tuned from "
+                          f"another run's model (it does not declare adapts = True)")
+    if cfg.setting != "general":
+        raise ConfigError(f"grid column {col.label!r}: a staged column runs in the general "
+                          f"setting only, not {cfg.setting!r}")
+    ds = resolve_dataset(cfg.datasets[0])
+    root = ds.locate(Path(cfg.data_root).expanduser() if cfg.data_root
+                     else default_data_root())
+    targets = dataset_subsets(ds, root, cfg.subsets)
+    sources = targets if col.adapt.sources == ALL else list(col.adapt.sources)
+    unknown = [s for s in sources if s not in dataset_subsets(ds, root, None)]
+    if unknown:
+        raise ConfigError(f"grid column {col.label!r}: source subsets {unknown} are not in "
+                          f"{ds.label}; its subsets: {', '.join(dataset_subsets(ds, root, None))}")
+    base_set = [x for x in cfg.set if x not in col.overrides()] + col.overrides()
+    stage2_set = base_set + [f"{col.method}.{k}={_yaml_text(v)}" for k, v in col.adapt.set]
+    parts: list[tuple[Plan, Optional[str]]] = []
+    for src in sources:
+        src_plan = expand(replace(cfg, subsets=[src], shots=[col.adapt.shots], set=base_set))
+        keep = lambda s: replace(s, keep=(MODEL_ARTEFACT,))  # noqa: E731
+        src_plan = Plan([keep(s) for s in src_plan.specs],
+                        [(keep(s), r) for s, r in src_plan.skipped], src_plan.notes,
+                        [(keep(s), r) for s, r in src_plan.failed])
+        parts.append((src_plan, None))
+        by_seed = {s.seed: (s, None) for s in src_plan.specs}
+        by_seed.update({s.seed: (s, f"{status}: {r}") for status, items in
+                        (("skipped", src_plan.skipped), ("failed", src_plan.failed))
+                        for s, r in items})
+        others = [t for t in targets if t != src]
+        blanks += [[ds.label, src, "general", "", src,
+                    "the source domain itself (blank in the paper)"]] if src in targets else []
+        if not others:
+            continue
+        tgt = expand(replace(cfg, subsets=others, set=stage2_set, normal_only=True))
+        specs, skipped = [], list(tgt.skipped)
+        for spec in tgt.specs:
+            source, problem = by_seed.get(spec.seed, (None, "no source run of this seed"))
+            src_id = source.run_id if source else "no source run"
+            # the fine-tuning budget is the paper's own for this stage (App. C.3)
+            devs = tuple(d for d in spec.paper_deviations
+                         if not any(d.startswith(f"{k}=") for k, _ in col.adapt.set))
+            staged = replace(spec, paper_deviations=devs, needs=((source.run_id, MODEL_ARTEFACT),) if source else (),
+                             needs_config=source.config_id if source else "",
+                             stage=f"adapted from {src}",
+                             notes=spec.notes + (f"fine-tuned from {src} ({src_id})",))
+            if problem:
+                skipped.append((staged, f"its source run on {src} was {problem}"))
+            else:
+                specs.append(staged)
+        parts.append((Plan(specs, skipped, tgt.notes, list(tgt.failed)), src))
+    return parts
 
 
 def grid_lines() -> list[str]:

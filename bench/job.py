@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, Optional
 import numpy as np
 
 from . import __version__
+from .api import MODEL_ARTEFACT
 from .plan import RunSpec
 from .store import RunRecord, Store, now
 
@@ -263,7 +264,8 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
                               anomaly_classes=split.train_anomaly_classes, outliers=outliers)
             ctx = RunContext(device=device, seed=spec.seed, weights=spec.weights,
                              img_size=size, precision=spec.precision,
-                             channels_last=device.startswith("cuda"), progress=progress)
+                             channels_last=device.startswith("cuda"),
+                             inputs=stage_inputs(spec, store), progress=progress)
             log(f"fit {spec.label}: {len(normal)} normal, {len(anomalies)} labelled anomalies"
                 f"{'' if outliers is None else f', {len(outliers)} outliers'}, {size}px, "
                 f"{device}, {spec.precision}")
@@ -294,10 +296,10 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
                                              if k.endswith("_") and not k.startswith("_")
                                              and isinstance(v, (bool, int, float, str,
                                                                 dict, list, type(None)))})
-            if save_model:
+            if save_model or MODEL_ARTEFACT in spec.keep:
                 buf = io.BytesIO()
                 torch.save(method.state_dict(), buf)
-                files["model.pt"] = buf.getvalue()
+                files[MODEL_ARTEFACT] = buf.getvalue()
             record.status = "done"
             log(f"done: AUC-ROC {record.metrics['auroc']:.4f} AUC-PR "
                 f"{record.metrics['auprc']:.4f} (fit {record.fit_s} s, score "
@@ -325,6 +327,24 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
     record.finished = now()
     store.write(record, files)
     return record.status
+
+
+class StageNotReady(RuntimeError):
+    """A staged run's input artefact is not there (its source run is not finished)."""
+
+
+def stage_inputs(spec: RunSpec, store: Store) -> dict[str, str]:
+    """The artefacts ``spec`` needs (artefact name → path), each a file a finished run of
+    this sweep kept; :class:`StageNotReady` naming the first one missing."""
+    out = {}
+    for run_id, name in spec.needs:
+        path = store.artefact(run_id, name)
+        if path is None:
+            raise StageNotReady(f"needs {name} of run {run_id}, which "
+                                + ("is not finished" if store.status(run_id) != "done" else
+                                   "did not keep it") + f" (in {store.dir})")
+        out[name] = str(path)
+    return out
 
 
 def record_failure(spec: RunSpec, store: Store, reason: str,
@@ -366,10 +386,15 @@ def run_claimed(spec: RunSpec, store: Store, *, device: str = "cpu", save_model:
     """Compute ``spec`` in this process under a claim on it, wherever this process runs
     (local worker, Ray task, Slurm array task): (status, reason). ``elsewhere`` when another
     live process holds the run or a record appeared since planning (only a ``failed`` one
-    is redone, and only with ``rerun_failed``). The claim is renewed while the run runs and
+    is redone, and only with ``rerun_failed``); ``waiting`` (nothing recorded) when a staged
+    run's input artefact is not there yet. The claim is renewed while the run runs and
     released once its record is written; the run's log goes to ``store.log_path``."""
     from .store import CLAIM_HEARTBEAT_S
 
+    try:
+        stage_inputs(spec, store)
+    except StageNotReady as exc:  # the sweep submits a staged run after its source; a race
+        return "waiting", str(exc)
     token = store.claim(spec.run_id)
     if token is None:
         holder = store.claim_holder(spec.run_id) or {}

@@ -100,6 +100,12 @@ class SweepConfig:
     slurm_array_parallelism: Optional[int] = None
     slurm_runs_per_task: Optional[int] = None   # None: auto (SlurmExecutor.per_task)
     slurm_local: bool = False
+    # Set by a grid's staged columns only (not an option): plan shots 0, i.e. train on the
+    # normal images alone, for every method (the fine-tuning stage of a cross-domain run).
+    normal_only: bool = False
+
+
+_INTERNAL_OPTIONS = ("normal_only",)
 
 
 def load_config_file(path: Path) -> dict:
@@ -111,7 +117,7 @@ def load_config_file(path: Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    valid = set(SweepConfig.__dataclass_fields__)
+    valid = set(SweepConfig.__dataclass_fields__) - set(_INTERNAL_OPTIONS)
     out = {}
     for k, v in raw.items():
         key = str(k).replace("-", "_")
@@ -193,9 +199,18 @@ class RunSpec:
     decoder_version: Optional[str] = None
     img_size: int = 0              # the side images are resized to (method.input_size chain)
     precision: str = "fp32"        # arithmetic of forward passes (bench.api.PRECISIONS)
+    # Staged runs: ((run id, artefact), ...) this run starts from (the sweep starts it once
+    # those exist), and the artefacts this run must keep for others (e.g. ("model.pt",)).
+    # Both enter the run id only when set, so runs without stages keep their ids.
+    needs: tuple = ()
+    keep: tuple = ()
     dataset_root: str = field(default="", compare=False)   # where to read it (not hashed)
     outliers_root: Optional[str] = field(default=None, compare=False)
     outliers_excluded: tuple = field(default=(), compare=False)
+    # The configuration id of the runs ``needs`` names (their seeds aside): part of this
+    # run's configuration, so runs adapted from different sources never share a table cell.
+    needs_config: str = field(default="", compare=False)
+    stage: str = field(default="", compare=False)   # e.g. "adapted from weave", for tables
     preset: str = field(default="", compare=False)
     split_policy: str = field(default="", compare=False)   # "seed" or "fixed:<split seed>"
     notes: tuple = field(default=(), compare=False)
@@ -209,10 +224,14 @@ class RunSpec:
               "setting", "known_class", "shots", "seed", "split_seed", "split_hash",
               "train_cap", "weights", "outliers", "outliers_fingerprint", "decoder_version",
               "img_size", "precision")
+    HASHED_IF_SET = ("needs", "keep")
     _TUPLES = ("outliers_excluded", "notes", "paper_deviations")
 
     def identity(self) -> dict:
-        return {k: getattr(self, k) for k in self.HASHED}
+        ident = {k: getattr(self, k) for k in self.HASHED}
+        ident.update({k: [list(x) if isinstance(x, tuple) else x for x in getattr(self, k)]
+                      for k in self.HASHED_IF_SET if getattr(self, k)})
+        return ident
 
     @property
     def run_id(self) -> str:
@@ -236,14 +255,17 @@ class RunSpec:
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         for k in cls._TUPLES:
             d[k] = tuple(d.get(k) or ())
+        d["needs"] = tuple(tuple(x) for x in d.get("needs") or ())
+        d["keep"] = tuple(d.get("keep") or ())
         return cls(**d)
 
     @property
     def label(self) -> str:
         kc = f"/{self.known_class}" if self.known_class else ""
         out = f" outliers={self.outliers}" if self.outliers else ""
+        stage = f" from {self.needs[0][0]}" if self.needs else ""
         return (f"{self.method} {self.dataset}/{self.subset} {self.setting}{kc} "
-                f"shots={self.shots} seed={self.seed}{out}")
+                f"shots={self.shots} seed={self.seed}{out}{stage}")
 
 
 # -- configurations: the unit of a table cell ------------------------------------------------
@@ -266,6 +288,13 @@ def config_identity(spec: dict) -> dict:
     None, so records of an older harness form configurations of their own)."""
     ident = {k: spec.get(k) for k in RunSpec.HASHED if k not in CONFIG_EXCLUDED}
     ident["split_policy"] = split_policy_of(spec)
+    # A staged run's configuration is its source's configuration (seeds aside), not the
+    # source run itself, so the seeds of one cell share it.
+    if spec.get("needs"):
+        ident["needs"] = sorted({str(n[1]) for n in spec["needs"]})
+        ident["needs_config"] = spec.get("needs_config")
+    if spec.get("keep"):
+        ident["keep"] = list(spec["keep"])
     return ident
 
 
@@ -692,7 +721,8 @@ def expand(cfg: SweepConfig) -> Plan:
                         notes.append(note)
                 deviations = paper_deviations(method, cls, preset, ds, subset, params,
                                               img_size, weights, choice.source, train_cap)
-                m_shots = shots_list if cls.uses_labeled_anomalies else [0]
+                m_shots = shots_list if cls.uses_labeled_anomalies and not cfg.normal_only \
+                    else [0]
                 for setting, known in cells:
                     for shots in m_shots:
                         for seed in seeds:

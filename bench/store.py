@@ -178,6 +178,12 @@ class Store:
         files)."""
         return self.dir / "executors" / name
 
+    def artefact(self, run_id: str, name: str) -> Optional[Path]:
+        """The file ``name`` (e.g. ``model.pt``) a finished run kept, or None when the run
+        has no ``done`` record or did not keep it (what a staged run waits for)."""
+        path = self.run_dir(run_id) / name
+        return path if self.status(run_id) == "done" and path.is_file() else None
+
     def log_path(self, run_id: str) -> Path:
         return self.dir / "logs" / f"{run_id}.log"
 

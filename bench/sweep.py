@@ -86,17 +86,96 @@ def run_sweep(cfg: SweepConfig, notes: Optional[list[str]] = None, *,
     if todo:
         prefetch_images(todo, log=out)  # every image decoded once now: a broken file stops here
         out(f"{where}; logs in {store.dir / 'logs'}")
-        counts = execute_runs(runner, todo, store, err)
+        counts = execute_staged(runner, todo, store, out, err)
         out(f"finished in {counts.pop('seconds'):.0f} s: {counts['done']} done, "
             f"{counts['failed']} failed, {counts['skipped']} skipped"
             + (f", {counts['elsewhere']} left to another `bench run` on the same results "
-               f"(running or finished there)" if counts["elsewhere"] else ""))
+               f"(running or finished there)" if counts["elsewhere"] else "")
+            + (f", {counts['waiting']} waiting for runs another `bench run` is computing "
+               f"(rerun to start them)" if counts.get("waiting") else ""))
     if print_table:
         print_plan_table(store, [s.run_id for s in plan.specs] +
                          [s.run_id for s, _ in plan.skipped + plan.failed], out)
     failed = sum(1 for s in plan.specs + [f for f, _ in plan.failed]
                  if store.status(s.run_id) == "failed")
     return 1 if failed else 0
+
+
+def stages(todo: list[RunSpec]) -> list[list[RunSpec]]:
+    """``todo`` in waves: a run whose ``needs`` name runs of ``todo`` comes in the wave after
+    the last of them (staged runs, e.g. Table 9's fine-tuning after its source model)."""
+    by_id = {s.run_id: s for s in todo}
+    level: dict[str, int] = {}
+
+    def depth(spec: RunSpec, seen: tuple = ()) -> int:
+        if spec.run_id not in level:
+            if spec.run_id in seen:
+                raise ConfigError(f"staged runs form a cycle through {spec.label}")
+            level[spec.run_id] = 1 + max([depth(by_id[r], seen + (spec.run_id,))
+                                          for r, _ in spec.needs if r in by_id], default=-1)
+        return level[spec.run_id]
+
+    waves: list[list[RunSpec]] = []
+    for spec in todo:
+        d = depth(spec)
+        waves += [[] for _ in range(d + 1 - len(waves))]
+        waves[d].append(spec)
+    return waves
+
+
+def ready_runs(wave: list[RunSpec], store: Store) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(runs of ``wave`` whose input artefacts exist, runs whose source has no record yet:
+    another process computes it). A run whose source failed, was skipped or kept no artefact
+    is recorded failed naming it (``--retry-failed`` reruns both, source first)."""
+    from .job import record_failure
+
+    ready, waiting = [], []
+    for spec in wave:
+        problem, wait = None, False
+        for run_id, name in spec.needs:
+            if store.artefact(run_id, name) is not None:
+                continue
+            rec = store.record(run_id) or {}
+            status = rec.get("status")
+            if status is None:
+                wait = True
+            elif status == "done":
+                problem = f"its source run {run_id} finished without keeping {name}"
+            else:
+                problem = (f"its source run {run_id} is {status}: "
+                           f"{str(rec.get('reason') or 'no reason recorded').splitlines()[0]}")
+            if problem:
+                break
+        if problem:
+            record_failure(spec, store, f"not started: {problem}")
+        elif wait:
+            waiting.append(spec)
+        else:
+            ready.append(spec)
+    return ready, waiting
+
+
+def execute_staged(runner, todo: list[RunSpec], store: Store, out, err) -> dict:
+    """Run ``todo`` wave by wave (:func:`stages`), each wave handed whole to the executor,
+    so every executor starts a staged run only once its input artefact exists."""
+    waves = stages(todo)
+    total: dict = {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0, "waiting": 0,
+                   "seconds": 0.0}
+    for i, wave in enumerate(waves):
+        ready, waiting = ready_runs(wave, store)
+        total["failed"] += len(wave) - len(ready) - len(waiting)
+        total["waiting"] += len(waiting)
+        for s in waiting:
+            err(f"waiting: {s.label}: its source {s.needs[0][0]} has no record yet (another "
+                f"`bench run` is computing it?); rerun this sweep once it has finished")
+        if not ready:
+            continue
+        if len(waves) > 1:
+            out(f"stage {i + 1} of {len(waves)}: {len(ready)} runs")
+        counts = execute_runs(runner, ready, store, err)
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def execute_runs(runner, todo: list[RunSpec], store: Store, err) -> dict:

@@ -368,6 +368,9 @@ class DRA(TorchMethod):
     outlier_policy = "paper_pseudo"
     uses_labeled_anomalies = True
     uses_outliers = True
+    # Table 9 (App. C.3): trained on a source texture, then "fine-tuned with 10 epochs on the
+    # other four datasets (target domains) using normal samples only".
+    adapts = True
     card = MethodCard(
         paper="Ding, Pang, Shen. Catching Both Gray and Black Swans: Open-set Supervised "
               "Anomaly Detection",
@@ -393,7 +396,11 @@ class DRA(TorchMethod):
                "only. Each difference is its own parameter. Harness: fully seeded from the run seed (scores repeat exactly on "
                "CPU), test-time references from a seeded score-time stream, on-device "
                "augmentation, working head ablations dra1a/dra2a/dra3ar/dra3an, CutPaste-Scar/"
-               "Mix pseudo anomalies implemented from the CutPaste paper."),
+               "Mix pseudo anomalies implemented from the CutPaste paper. Cross-domain stage "
+               "(Table 9; App. C.3 gives one sentence) [recon]: the source model is loaded "
+               "whole, then trained with the same loss and a fresh optimiser on batches of "
+               "target normal images only, each slot a CutMix pseudo anomaly with "
+               "probability 1/2 (no seen-anomaly slots, so the seen head sees normals only)."),
     )
     quick_params = {"epochs": 2, "steps_per_epoch": 5, "batch_size": 12, "n_ref": 2}
     demo_params = dict(DEMO_SCHEDULE)
@@ -517,6 +524,8 @@ class DRA(TorchMethod):
                              "has none: pass --outliers lag|mvtec_ad|PATH to the harness, or "
                              "choose pseudo=cutmix, cutpaste_scar or cutpaste_mix")
         super().check_data(train)
+        if len(train.anomalies) == 0:  # adapting on normal images only (cross-domain stage)
+            p["normal_fraction"] = 1.0  # every slot normal, half of them CutMix pseudo anomalies
         self.effective_params_ = p
 
     def uses_outlier_images(self, train: TrainData) -> bool:

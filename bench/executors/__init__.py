@@ -17,8 +17,9 @@ from ..api import Resources
 from ..plan import RunSpec
 
 EXECUTORS = ("local", "ray", "slurm")
-# "elsewhere": another process holds the run's claim or finished it since planning
-OUTCOMES = ("done", "failed", "skipped", "elsewhere")
+# "elsewhere": another process holds the run's claim or finished it since planning;
+# "waiting": a staged run whose input artefact is not there yet (nothing recorded)
+OUTCOMES = ("done", "failed", "skipped", "elsewhere", "waiting")
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,10 @@ class GridTable:
     marks: list = field(default_factory=list)     # [[Mark]]
     gaps: list = field(default_factory=list)      # ["row / column: reason"]
     group_sizes: dict = field(default_factory=dict)   # group → rows its Mean row averages
+    group_titles: dict = field(default_factory=dict)  # shots → header (the grid's own)
+
+    def group_title(self, k: int) -> str:
+        return self.group_titles.get(k) or shot_group_name(k)
 
     @property
     def label(self) -> str:
@@ -88,8 +92,10 @@ class GridTable:
     def markdown(self) -> str:
         head = ["Dataset", "Subset" if self.setting == "general" else "Known class"] + \
             [f"{c} ({k})" if k else c for c, k in self.columns]
-        lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |",
-                 "|" + "---|" * len(head)]
+        lines = [f"### {self.title}", ""] + \
+            [f"Columns ({'no' if k == 0 else k} labelled anomalies): {t}" + "\n"
+             for k, t in self.group_titles.items() if k in dict(self.shot_groups)] + \
+            ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         prev = None
         for (group, row, is_mean), texts, marks in zip(self.rows, self.text, self.marks):
             cells = [_md_mark(t, m) for t, m in zip(texts, marks)]
@@ -115,7 +121,7 @@ class GridTable:
         top = [" & "]
         rules, col = [], 3
         for k, width in groups:
-            top.append(rf"\multicolumn{{{width}}}{{c}}{{{shot_group_name(k)}}}")
+            top.append(rf"\multicolumn{{{width}}}{{c}}{{{_tex(self.group_title(k))}}}")
             rules.append(rf"\cmidrule(lr){{{col}-{col + width - 1}}}")
             col += width
         head2 = ["Dataset", "Subset" if self.setting == "general" else "Known class"] + \
@@ -290,8 +296,10 @@ def build_grid_tables(runs: pd.DataFrame, manifest: dict, grid, metric: str = "a
         for b in grid.blocks:
             if b.setting == setting:
                 mean_only.update(b.mean_only)
+        blanks = {(b[0], b[1], b[3] or "", b[4], 0): b[5]
+                  for b in manifest.get("blanks", []) if b[2] == setting}
         table = _one_table(grid, setting, columns, rows_here, summary, frame, seeds,
-                           missing_data, mean_only)
+                           missing_data, mean_only, blanks)
         table.caption = _caption(frame if len(frame) else runs, seeds, setting,
                                  max([len(seeds)] if seeds else [1]))
         if manifest.get("unavailable"):
@@ -304,7 +312,7 @@ CELL_COLS = ["dataset", "subset", "setting", "known_class"]
 
 
 def _one_table(grid, setting, columns, cells, summary, frame, seeds, missing_data,
-               mean_only) -> GridTable:
+               mean_only, blanks=None) -> GridTable:
     by = {}
     if summary is not None:
         for r in summary[summary["setting"] == setting].itertuples(index=False):
@@ -322,6 +330,7 @@ def _one_table(grid, setting, columns, cells, summary, frame, seeds, missing_dat
         g, row = row_names(c[0], c[1], setting, c[3])
         groups.setdefault(g, []).append((row, c))
     rows, text, means, gaps = [], [], [], []
+    blank_why: dict = {}
     planned = len(seeds) or 1
     for g, members in groups.items():
         seed_rows = []
@@ -334,6 +343,12 @@ def _one_table(grid, setting, columns, cells, summary, frame, seeds, missing_dat
                     t_row.append(_cell(r.mean, r.std, r.n, r.planned))
                     m_row.append(r.mean)
                     s_row.append(r.seed_values)
+                    continue
+                if key in (blanks or {}):  # left blank on purpose (Table 9's diagonal)
+                    t_row.append("–")
+                    m_row.append(np.nan)
+                    s_row.append(None)
+                    blank_why.setdefault(blanks[key], None)
                     continue
                 if c in missing_data:
                     mark, why = "d", "data not prepared"
@@ -368,10 +383,10 @@ def _one_table(grid, setting, columns, cells, summary, frame, seeds, missing_dat
     marks = [rank_marks(m, [k for _, k in columns]) for m in means]
     if any(t.startswith("–") for row in text for t in row):
         gaps.insert(0, "legend: – no finished run; (f) failed, (s) skipped, (d) data not "
-                       "prepared")
+                       "prepared" + "".join(f"; – on purpose: {w}" for w in blank_why))
     title = f"{grid.title} ({setting} setting)" if len(grid.settings) > 1 else grid.title
     return GridTable(grid.name, setting, title, "", rows, columns, text, means, marks, gaps,
-                     {g: len(m) for g, m in groups.items()})
+                     {g: len(m) for g, m in groups.items()}, dict(grid.group_titles))
 
 
 # -- the report folder --------------------------------------------------------------------------

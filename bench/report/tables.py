@@ -46,11 +46,12 @@ CELL = ["dataset", "subset", "setting", "known_class", "method", "shots"]
 _LABEL_NAMES = {"method_version": "version", "subset_fingerprint": "data",
                 "outliers_fingerprint": "outlier pool", "decoder_version": "decoder",
                 "split_policy": "split", "train_cap": "train_cap", "weights": "weights",
-                "outliers": "outliers", "preset": "preset"}
+                "outliers": "outliers", "preset": "preset", "keep": "keeps",
+                "needs": "needs"}
 # Files a report writes; a rewrite removes those of them it no longer produces.
 _REPORT_FILES = ("runs.csv", "summary.csv", "table_*.md", "table_*.csv", "table_*.tex",
                  "paper_comparison.md", "paper_comparison.csv")
-_HIDDEN = ("_label_config", "_deviations")
+_HIDDEN = ("_label_config", "_deviations", "_stage")
 
 
 class ReportError(ValueError):
@@ -97,6 +98,7 @@ def frame_from_entries(entries: Iterable[tuple[dict, dict]]) -> pd.DataFrame:
         row["_label_config"] = _flat_config(spec, preset) if spec else {}
         devs = spec.get("paper_deviations")
         row["_deviations"] = tuple(devs) if devs is not None else None
+        row["_stage"] = spec.get("stage") or ""
         rows.append(row)
     df = pd.DataFrame(rows)
     for c in RUN_COLUMNS + list(_HIDDEN):
@@ -255,6 +257,12 @@ def assign_variants(runs: pd.DataFrame) -> pd.DataFrame:
             for c in cfgs:
                 labels[c] = (labels.get(c, "") + f" config {c[:6]}").strip()
     runs["variant"] = runs["config_id"].map(lambda c: labels.get(c, ""))
+    # A staged run always says where it started from: its column is not the method's own.
+    staged = runs["_stage"].fillna("") != "" if "_stage" in runs.columns else None
+    if staged is not None and staged.any():
+        runs.loc[staged, "variant"] = [", ".join(x for x in (st, v) if x) for st, v in
+                                      zip(runs.loc[staged, "_stage"],
+                                          runs.loc[staged, "variant"])]
     runs.attrs["variant_keys"] = shown_of
     return runs
 

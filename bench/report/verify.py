@@ -97,6 +97,11 @@ def check(comp: pd.DataFrame, tol: float) -> pd.DataFrame:
     return comp[COLUMNS]
 
 
+def paper_text(mean: float, std: float) -> str:
+    """The paper's cell as printed there: mean±std, or the mean alone (Table 9 has no std)."""
+    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f}±{std:.3f}"
+
+
 def misses(comp: pd.DataFrame) -> pd.DataFrame:
     return comp[comp["holds"].map(lambda h: h is False)]
 
@@ -105,7 +110,7 @@ def comparison_markdown(comp: pd.DataFrame) -> str:
     """Every compared cell: ours, the paper's, the delta and whether it holds."""
     shown = comp.assign(
         ours=comp["ours"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
-        paper=[f"{m:.3f}±{s:.3f}" for m, s in zip(comp["paper"], comp["paper_std"])],
+        paper=[paper_text(m, s) for m, s in zip(comp["paper"], comp["paper_std"])],
         delta=comp["delta"].map(lambda d: "" if pd.isna(d) else f"{d:+.3f}"),
         allowed=comp["allowed"].map(lambda a: f"±{a:.3f}"),
         holds=comp["holds"].map(lambda h: "not run" if h is None else "yes" if h
@@ -121,7 +126,7 @@ def verify_lines(comp: pd.DataFrame, tol: float) -> list[str]:
     lines = []
     for r in missed.itertuples(index=False):
         lines.append(f"miss: Table {r.table} {r.dataset} {r.row} {r.method} shots={r.shots}: "
-                     f"ours {r.ours:.3f}, paper {r.paper:.3f}±{r.paper_std:.3f} (delta "
+                     f"ours {r.ours:.3f}, paper {paper_text(r.paper, r.paper_std)} (delta "
                      f"{r.delta:+.3f}), allowed ±{r.allowed:.3f}")
     devs = sorted({d for d in comp["differs_from_paper"] if d})
     for d in devs:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.api import PRECISIONS, Method, Resources, RunContext, TrainData
+from bench.api import MODEL_ARTEFACT, PRECISIONS, Method, Resources, RunContext, TrainData
 
 from .training import (adam, autocast, cpu_kernels, eval_mode, fit_loop, images_to_device,
                        make_rngs, predict_in_batches, resolve_device, seed_everything)
@@ -132,11 +132,13 @@ class TorchMethod(Method):
             raise ValueError(f"{name}: grad_clip must be > 0 or None, got {self.grad_clip!r}")
 
     def check_data(self, train: TrainData) -> None:
-        """Refuse training data the method cannot learn from."""
+        """Refuse training data the method cannot learn from. A fit that adapts an earlier
+        run's model (``adapting_``) trains on normal images alone."""
         name = type(self).__name__
         if len(train.normal) == 0:
             raise ValueError(f"{name} needs normal training images; got none")
-        if self.uses_labeled_anomalies and len(train.anomalies) == 0:
+        if self.uses_labeled_anomalies and len(train.anomalies) == 0 and \
+                not getattr(self, "adapting_", False):
             raise ValueError(f"{name} trains on labelled anomalies but the training data has "
                              f"none (shots = 0); run it with shots ≥ 1")
 
@@ -177,6 +179,11 @@ class TorchMethod(Method):
     def fit(self, train: TrainData, ctx: Optional[RunContext] = None) -> "TorchMethod":
         ctx = self._context(train, ctx)
         self.model_ = None  # forget an earlier fit before anything can fail
+        init = ctx.inputs.get(MODEL_ARTEFACT)
+        if init and not self.adapts:
+            raise ValueError(f"{type(self).__name__} cannot start from another run's model "
+                             f"({init}): it does not declare adapts = True")
+        self.adapting_ = bool(init)
         self.check_params()
         self.check_data(train)
         schedule = self.fit_schedule(train)
@@ -184,7 +191,10 @@ class TorchMethod(Method):
         seed_everything(ctx.seed, deterministic=ctx.deterministic)
         rng, gen = make_rngs(ctx.seed)
         device = resolve_device(ctx.device)
-        model = self.build_model(train, ctx).to(device)
+        model = self.build_model(train, ctx)
+        if init:
+            self.load_model_state(model, init)
+        model = model.to(device)
         if ctx.channels_last:
             model = model.to(memory_format=torch.channels_last)
         use_outliers = self.uses_outlier_images(train)
@@ -205,6 +215,21 @@ class TorchMethod(Method):
         if self.uses_outliers:
             self.used_outliers_ = use_outliers
         return self
+
+    def load_model_state(self, model: nn.Module, path: str) -> None:
+        """Start from the model an earlier run saved (its ``state_dict()``, e.g. the
+        source-domain model of a cross-domain run); a model of another architecture is
+        refused naming the file."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "model" not in state:
+            raise ValueError(f"{path} holds no 'model' state (expected a {MODEL_ARTEFACT} "
+                             f"written by a {type(self).__name__} run)")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise ValueError(f"the model in {path} does not fit this {type(self).__name__} "
+                             f"configuration (another architecture or heads): "
+                             f"{str(exc).splitlines()[0]}") from exc
 
     # -- the compute floor (bench perf --full) ------------------------------------------
     def train_batch_images(self) -> int:
