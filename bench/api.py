@@ -80,6 +80,11 @@ class SplitInfo:
 # The file name of a run's saved model (``Method.state_dict()``, written by ``torch.save``):
 # the artefact a staged run fine-tunes from (``RunContext.inputs``).
 MODEL_ARTEFACT = "model.pt"
+# The file of a run's learned features of its test images (``Method.embed``), kept by runs
+# that ask for it (the Fig. 1 grid's t-SNE).
+EMBEDDINGS_ARTEFACT = "embeddings.npz"
+# What a run can be asked to keep (``RunSpec.keep``).
+ARTEFACTS = (MODEL_ARTEFACT, EMBEDDINGS_ARTEFACT)
 
 # The input size of the paper's methods (DRA, DevNet and the baselines train at 448 px). A
 # method with another size of its own declares it as ``Method.input_size``.
@@ -238,6 +243,8 @@ class Method(abc.ABC):
     * ``adapts``: True for a method that can start ``fit`` from the model of an earlier run
       (``ctx.inputs[MODEL_ARTEFACT]``) and train it on normal images only (no labelled
       anomalies): the fine-tuning stage of the paper's cross-domain Table 9;
+    * ``embeds``: True for a method with learned features, returned per image by
+      :meth:`embed` (the paper's Fig. 1 t-SNE; methods without it are left out of it);
     * ``uses_common_blocks``: True for a method built on ``bench.methods.common``; its run
       version (:meth:`full_version`) then carries the shared blocks' version, so a change in
       a shared block changes the run id of every method that uses it.
@@ -256,6 +263,7 @@ class Method(abc.ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     outlier_policy: ClassVar[str] = "none"
     adapts: ClassVar[bool] = False
+    embeds: ClassVar[bool] = False
     uses_common_blocks: ClassVar[bool] = False
 
     @classmethod
@@ -329,6 +337,11 @@ class Method(abc.ABC):
     def score(self, images: np.ndarray) -> np.ndarray:
         """One float per image (uint8 N×H×W×3 at the fit's size); higher = more anomalous.
         Runs under the context ``fit`` got."""
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """The learned features of each image, (N, d) float (methods with ``embeds``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no learned features to embed "
+                                  f"(embeds = False)")
 
     def skip(self, split: SplitInfo) -> Optional[str]:
         """Return a reason string to skip a run this method does not support, else None."""

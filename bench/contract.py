@@ -347,10 +347,64 @@ def check_skip(m: MethodUnderTest) -> None:
             m.fail(f"skip() returned {reason!r}; return None to run or a non-empty reason")
 
 
+def check_adapts(m: MethodUnderTest) -> None:
+    """A method that declares ``adapts`` fits from another fit's saved model
+    (``ctx.inputs['model.pt']``) on normal images alone (the cross-domain stage) and scores.
+    (The planner gives such inputs to adapting methods only.)"""
+    import dataclasses
+    import os
+    import tempfile
+
+    import torch
+
+    from .api import MODEL_ARTEFACT, TrainData
+
+    if not m.cls.adapts:
+        return
+    problem = m.data_b
+    train = TrainData(normal=problem.train.normal,
+                      anomalies=problem.train.normal[:0], anomaly_classes=[])
+    fd, path = tempfile.mkstemp(suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(m.fresh.state_dict(), path)
+        ctx = dataclasses.replace(problem.context, inputs={MODEL_ARTEFACT: path})
+        try:
+            adapted = m.new().fit(train, ctx)
+        except Exception as exc:
+            m.fail(f"adapts = True, but fit() from a saved model on normal images only "
+                   f"raised {exc!r}")
+        _check_scores(m, adapted.score(problem.test_images), len(problem.test_images),
+                      "after an adapting fit")
+    finally:
+        os.unlink(path)
+
+
+def check_embed(m: MethodUnderTest) -> None:
+    """A method that declares ``embeds`` returns (N, d) finite features per image from
+    ``embed(images)``, the same on a second call (Fig. 1's t-SNE reads them)."""
+    if not m.cls.embeds:
+        return
+    images = m.data_b.test_images
+    try:
+        feats = m.fresh.embed(images)
+    except Exception as exc:
+        m.fail(f"embeds = True, but embed(images) raised {exc!r}")
+    if not isinstance(feats, np.ndarray) or feats.ndim != 2 or len(feats) != len(images) \
+            or feats.shape[1] < 1:
+        m.fail(f"embed() returned {getattr(feats, 'shape', type(feats))} for {len(images)} "
+               f"images, expected an array (N, d)")
+    if not np.isfinite(feats).all():
+        m.fail("embed() returned non-finite features")
+    if not m.same(feats, m.fresh.embed(images)):
+        m.fail("embed() gave other features on a second call with the same images")
+
+
 CHECKS: tuple[Callable[[MethodUnderTest], None], ...] = (
     check_class_attributes, check_declared_properties, check_params_round_trip,
     check_score_before_fit, check_fit_rules, check_score_output, check_deterministic,
-    check_refit_resets, check_used_outliers, check_state_dict, check_skip)
+    check_refit_resets, check_used_outliers, check_state_dict, check_skip, check_adapts,
+    check_embed)
 
 
 def check_name(check: Callable) -> str:

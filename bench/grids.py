@@ -36,6 +36,7 @@ class Column:
     panels: tuple = ()
     unavailable: Optional[str] = None     # why the harness cannot run it (listed, not run)
     adapt: Optional["Adapt"] = None       # a staged column: one column per source subset
+    keep: tuple = ()                      # artefacts its runs keep (e.g. embeddings.npz)
 
     def overrides(self) -> list[str]:
         return [f"{self.method}.{k}={_yaml_text(v)}" for k, v in self.set]
@@ -132,7 +133,8 @@ def _parse_grid(path: Path, name: str, raw: dict) -> Grid:
                            tuple(sorted((c.get("set") or {}).items())), c.get("outliers"),
                            tuple(c.get("panels") or ()),
                            " ".join(str(c["unavailable"]).split()) if c.get("unavailable")
-                           else None, _parse_adapt(path, name, c)))
+                           else None, _parse_adapt(path, name, c),
+                           _parse_keep(path, name, c)))
     if not cols:
         raise ConfigError(_where(path, name, "no columns"))
     labels = [c.label for c in cols]
@@ -156,6 +158,16 @@ def _parse_grid(path: Path, name: str, raw: dict) -> Grid:
                 tuple(cols), tuple(blocks), dict(raw.get("panels") or {}),
                 " ".join(str(raw["unavailable"]).split()) if raw.get("unavailable") else None,
                 {int(k): str(v) for k, v in (raw.get("group_titles") or {}).items()})
+
+
+def _parse_keep(path: Path, name: str, c: dict) -> tuple:
+    from .api import ARTEFACTS
+
+    keep = c.get("keep") or []
+    if not isinstance(keep, list) or any(k not in ARTEFACTS for k in keep):
+        raise ConfigError(_where(path, name, f"column {c.get('label')!r}: keep must be a list "
+                                             f"of {', '.join(ARTEFACTS)}, got {keep!r}"))
+    return tuple(keep)
 
 
 def _parse_adapt(path: Path, name: str, c: dict) -> Optional[Adapt]:
@@ -295,6 +307,11 @@ def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] =
 
     if grid.unavailable:
         raise ConfigError(f"grid {grid.name} is not yet runnable: {grid.unavailable}")
+    from .plan import parse_overrides
+
+    # --set is checked once against all the grid's methods (a typo is an error), then each
+    # column gets the items that apply to its method
+    parse_overrides(cfg.set, sorted({c.method for c in grid.runnable_columns}))
     seeds = list(cfg.seed_list) if cfg.seed_list else (
         list(range(cfg.seeds)) if cfg.seeds is not None else list(grid.seeds))
     data_root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
@@ -327,12 +344,12 @@ def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] =
                 sub_cfg = replace(cfg, methods=[col.method], datasets=[ds_name],
                                   subsets=subsets, setting=block.setting, known_classes=known,
                                   shots=list(block.shots), seeds=None, seed_list=seeds,
-                                  set=list(cfg.set) + col.overrides(),
+                                  set=_user_set(cfg.set, col.method) + col.overrides(),
                                   outliers=col.outliers if col.outliers else cfg.outliers)
                 if col.adapt:
                     parts = _plan_adapted(col, sub_cfg, blanks)
                 else:
-                    parts = [(expand(sub_cfg), col.label)]
+                    parts = [(_kept(expand(sub_cfg), col), col.label)]
                 for plan, label in parts:
                     notes += [n for n in plan.notes if n not in notes]
                     for spec in plan.specs:
@@ -376,6 +393,39 @@ def plan_grid(grid: Grid, cfg: SweepConfig, swap_datasets: Optional[list[str]] =
     merged = Plan(list(specs.values()), list(skipped.values()), notes, list(failed.values()))
     return GridPlan(grid, merged, columns_of, missing, n_missing, unavailable,
                     list(cells), seeds=tuple(seeds), layout=layout, blanks=blanks)
+
+
+def _kept(plan: Plan, col: Column) -> Plan:
+    """``plan`` with the column's ``keep`` artefacts asked of every run (part of the run
+    id: a run that keeps its features is not the same record as one that does not)."""
+    if not col.keep:
+        return plan
+    from .api import EMBEDDINGS_ARTEFACT
+    from .plan import method_class
+
+    if EMBEDDINGS_ARTEFACT in col.keep and not method_class(col.method).embeds:
+        raise ConfigError(f"grid column {col.label!r}: {col.method} has no learned features "
+                          f"to keep (it does not declare embeds = True)")
+    keep = lambda s: replace(s, keep=tuple(sorted(set(s.keep) | set(col.keep))))  # noqa: E731
+    return Plan([keep(s) for s in plan.specs], [(keep(s), r) for s, r in plan.skipped],
+                plan.notes, [(keep(s), r) for s, r in plan.failed])
+
+
+def _user_set(items: list[str], method: str) -> list[str]:
+    """The ``--set`` items that apply to ``method``: its own, and wildcard items naming one
+    of its parameters (or the image size)."""
+    import fnmatch
+
+    from .plan import IMG_SIZE, method_class
+
+    out = []
+    for item in items:
+        pattern, param = item.split("=", 1)[0].rsplit(".", 1)
+        if fnmatch.fnmatchcase(method, pattern) and (
+                pattern == method or param == IMG_SIZE or
+                param in method_class(method).param_names()):
+            out.append(item)
+    return out
 
 
 def _plan_adapted(col: Column, cfg: SweepConfig, blanks: list) -> list[tuple[Plan, Optional[str]]]:

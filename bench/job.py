@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, Optional
 import numpy as np
 
 from . import __version__
-from .api import MODEL_ARTEFACT
+from .api import EMBEDDINGS_ARTEFACT, MODEL_ARTEFACT
 from .plan import RunSpec
 from .store import RunRecord, Store, now
 
@@ -90,6 +90,20 @@ def _check_scores_csv(split, scores: np.ndarray) -> str:
     w.writerow(["path", "label", "anomaly_class", "seen", "score"])
     for p, v in zip(split.seen_check, scores):
         w.writerow([p, 1, split.known_class, 1, repr(float(v))])
+    return buf.getvalue()
+
+
+def _embeddings_npz(method, split, test: np.ndarray, seen_check) -> bytes:
+    """The method's features of the test images (with their labels, classes and seen flags)
+    and of the seen-class check set, as an .npz file (Fig. 1's t-SNE reads it)."""
+    arrays = {"test": np.asarray(method.embed(test), dtype=np.float32),
+              "test_labels": np.asarray(split.test_labels, dtype=np.int8),
+              "test_seen": np.asarray(split.test_seen, dtype=np.int8),
+              "test_classes": np.asarray(split.test_classes, dtype=str)}
+    if seen_check is not None:
+        arrays["seen_check"] = np.asarray(method.embed(seen_check), dtype=np.float32)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
     return buf.getvalue()
 
 
@@ -296,6 +310,8 @@ def execute(spec: RunSpec, store: Store, *, device: str = "cpu", save_model: boo
                                              if k.endswith("_") and not k.startswith("_")
                                              and isinstance(v, (bool, int, float, str,
                                                                 dict, list, type(None)))})
+            if EMBEDDINGS_ARTEFACT in spec.keep:
+                files[EMBEDDINGS_ARTEFACT] = _embeddings_npz(method, split, test, seen_check)
             if save_model or MODEL_ARTEFACT in spec.keep:
                 buf = io.BytesIO()
                 torch.save(method.state_dict(), buf)

@@ -371,6 +371,7 @@ class DRA(TorchMethod):
     # Table 9 (App. C.3): trained on a source texture, then "fine-tuned with 10 epochs on the
     # other four datasets (target domains) using normal samples only".
     adapts = True
+    embeds = True  # the backbone's feature map, average-pooled (Fig. 1's t-SNE)
     card = MethodCard(
         paper="Ding, Pang, Shen. Catching Both Gray and Black Swans: Open-set Supervised "
               "Anomaly Detection",
@@ -591,6 +592,10 @@ class DRA(TorchMethod):
         total, _ = dra_loss(scores, labels, loss=p["loss"], squared=p["squared_loss"],
                             generator=gen)
         return total
+
+    def embed_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The feature map all heads share (ResNet ``layer4``), averaged over positions."""
+        return model.trunk(x).mean(dim=(2, 3))
 
     def train_batch_images(self) -> int:
         """The batch plus the ``n_ref`` references a training step prepends (residual

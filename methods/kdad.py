@@ -178,6 +178,7 @@ class KDAD(TorchMethod):
     version = "1"
     uses_common_blocks = True
     uses_labeled_anomalies = False
+    embeds = True
     uses_outliers = False
     card = MethodCard(
         paper="Salehi et al., Multiresolution Knowledge Distillation for Anomaly Detection",
@@ -280,6 +281,11 @@ class KDAD(TorchMethod):
                 t_maps = self.teacher_(x)
         return kd_terms(state.model(x), t_maps, TRAIN_LAYERS, self.lam,
                         self.direction_only).mean()
+
+    def embed_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The cloner's last feature map (block 5), averaged over positions: the features
+        KDAD learns (its teacher's are fixed ImageNet ones)."""
+        return model(to_float(x))[-1].mean(dim=(2, 3))
 
     def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         x = to_float(x)

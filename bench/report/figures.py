@@ -423,10 +423,10 @@ def tsne_embedding(features: np.ndarray, *, seed: int = 0, perplexity: float = 3
 
 
 def tsne(panels: Mapping[str, tuple], out: Path | str, *, seed: int = 0,
-         perplexity: float = 30.0, max_iter: int = 1000,
+         perplexity: float = 30.0, max_iter: int = 1000, ncols: Optional[int] = None,
          formats: Sequence[str] = FORMATS) -> list[Path]:
     """The paper's Fig. 1: t-SNE of learned features of normal, seen and unseen test images,
-    one panel per title (e.g. "DRA, leather").
+    one panel per title (e.g. "DRA, leather"), in rows of ``ncols`` (None: one row).
 
     ``panels``: title → (features (N, d), groups (N,) of "normal" / "seen" / "unseen", see
     ``image_groups``)."""
@@ -443,9 +443,14 @@ def tsne(panels: Mapping[str, tuple], out: Path | str, *, seed: int = 0,
         coords[name] = (tsne_embedding(feat, seed=seed, perplexity=perplexity,
                                        max_iter=max_iter), g)
     n = len(coords)
+    ncols = min(ncols or n, n)
+    nrows = -(-n // ncols)
     with _style():
-        fig, axes = _figure(2.8 * n, 3.0, 1, n)
-        for ax, (name, (xy, g)) in zip(axes[0], coords.items()):
+        fig, axes = _figure(2.8 * ncols, 2.8 * nrows + 0.3, nrows, ncols)
+        flat = [axes[i // ncols, i % ncols] for i in range(nrows * ncols)]
+        for ax in flat[n:]:
+            ax.set_visible(False)
+        for ax, (name, (xy, g)) in zip(flat, coords.items()):
             for grp in GROUPS:
                 sel = g == grp
                 if sel.any():

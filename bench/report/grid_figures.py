@@ -96,6 +96,13 @@ def grid_figures(grid, tables, runs: pd.DataFrame, out: Path, store=None,
                                           else "")
                 + ". Right: DRA against the reference-set size N_r (mean over each dataset's "
                   "subsets).")
+    if grid.name == "fig1" and store is not None and len(runs):
+        order = [c.label for c in grid.runnable_columns]
+        attempt("Figure 1", lambda: _tsne_figure(runs, store, out, formats, order),
+                "t-SNE of each method's learned features (embed()) of the test images of "
+                "one seed: normal, seen (the known class's images kept out of training) and "
+                "unseen (the test anomalies of the other classes). Methods without learned "
+                "features are left out.")
     if grid.name == "fig5" and len(done):
         f5 = done.assign(dataset=done["group"], loss=done["column"])
         attempt("Figure 5", lambda: figures.fig5_losses(f5, out / "fig5", formats=formats),
@@ -124,6 +131,41 @@ def grid_figures(grid, tables, runs: pd.DataFrame, out: Path, store=None,
                 "Anomaly scores of the normal, seen and unseen test images of one cell (the "
                 "first row of the first table, seed 0), per column.")
     return made
+
+
+def embedding_panels(runs: pd.DataFrame, store, order: list[str]) -> dict:
+    """Fig. 1's panels: per table row (cell) and grid column, the features its first-seed
+    finished run kept (``embeddings.npz``): title → (features, normal/seen/unseen groups)."""
+    from ..api import EMBEDDINGS_ARTEFACT
+
+    panels = {}
+    done = runs[runs["status"] == "done"].sort_values("seed", kind="stable")
+    cells = done[["dataset", "subset", "known_class"]].drop_duplicates()
+    for cell in cells.itertuples(index=False):
+        here = done[(done["dataset"] == cell.dataset) & (done["subset"] == cell.subset) &
+                    (done["known_class"] == cell.known_class)]
+        for label in order:
+            for r in here[here["variant"] == label].itertuples(index=False):
+                path = store.run_dir(r.run_id) / EMBEDDINGS_ARTEFACT
+                if not path.is_file():
+                    continue
+                with np.load(path) as z:
+                    feats = [z["test"]] + ([z["seen_check"]] if "seen_check" in z else [])
+                    groups = list(figures.image_groups(z["test_labels"], z["test_seen"]))
+                    groups += ["seen"] * (len(feats[1]) if len(feats) > 1 else 0)
+                where = cell.subset + (f" ({cell.known_class} seen)" if cell.known_class
+                                       else "")
+                panels[f"{label}, {where}"] = (np.concatenate(feats), np.array(groups))
+                break
+    return panels
+
+
+def _tsne_figure(runs: pd.DataFrame, store, out: Path, formats, order: list[str]):
+    panels = embedding_panels(runs, store, order)
+    if not panels:
+        raise ValueError("no finished run kept its features (embeddings.npz)")
+    ncols = len({t.split(",")[0] for t in panels})
+    return figures.tsne(panels, out / "fig1", ncols=ncols, formats=formats)
 
 
 def read_scores(runs: pd.DataFrame, store) -> pd.DataFrame:

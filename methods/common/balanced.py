@@ -37,6 +37,7 @@ class BalancedPyramidMethod(TorchMethod):
     ``build_head`` and ``batch_loss``."""
 
     uses_labeled_anomalies = True
+    embeds = True
     lr_placement = "end"
     min_batch_size = 2  # half normal, half anomalies
 
@@ -71,3 +72,7 @@ class BalancedPyramidMethod(TorchMethod):
 
     def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
+
+    def embed_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature map the head scores, averaged over positions."""
+        return model.trunk(x).mean(dim=(2, 3))

@@ -30,6 +30,7 @@ from torch import nn
 
 from bench.api import MODEL_ARTEFACT, PRECISIONS, Method, Resources, RunContext, TrainData
 
+from .augment import normalize, to_float
 from .training import (adam, autocast, cpu_kernels, eval_mode, fit_loop, images_to_device,
                        make_rngs, predict_in_batches, resolve_device, seed_everything)
 
@@ -289,6 +290,28 @@ class TorchMethod(Method):
         with eval_mode(model), torch.no_grad(), cpu_kernels(device, precision):
             return predict_in_batches(score_batch, images, self.test_batch_size, device,
                                       preprocess=self.normalizes_inputs, modules=[])
+
+    def embed_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) features of a batch (normalised unless ``normalizes_inputs`` is False),
+        for methods that declare ``embeds``."""
+        raise NotImplementedError(f"{type(self).__name__} declares no embed_batch")
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        if not self.embeds:
+            return super().embed(images)
+        self._check_fitted("model_")
+        self._check_image_size(images, self.img_size_)
+        model, device, precision = self.model_, self.device_, self.ctx_.precision
+        out = []
+        with eval_mode(model), torch.no_grad(), cpu_kernels(device, precision):
+            for i in range(0, len(images), self.test_batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.test_batch_size]))
+                x = x.to(device)
+                if self.normalizes_inputs:
+                    x = normalize(to_float(x))
+                with autocast(device, precision):
+                    out.append(self.embed_batch(model, x).float().flatten(1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def state_dict(self) -> dict:
         self._check_fitted("model_")

@@ -14,8 +14,8 @@ def test_fig3_on_synthetic_data_end_to_end(tmp_path, capsys, pdflatex, chromium)
                "--set", "*.steps_per_epoch=2", "--results", res, "--no-table"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
-    assert "not runnable: 3-class" in printed
-    assert "5 done, 0 failed, 0 skipped" in printed
+    assert "not runnable" not in printed      # 3-class: SAOE without outlier exposure
+    assert "6 done, 0 failed, 0 skipped" in printed
     rc = main(["report", "--grid", "fig3", "--results", res, "--format", "html,latex",
                "--out", str(out)])
     assert rc == 0
@@ -23,7 +23,7 @@ def test_fig3_on_synthetic_data_end_to_end(tmp_path, capsys, pdflatex, chromium)
     import pandas as pd
 
     boot = pd.read_csv(out / "bootstrap_fig3.csv")
-    assert len(boot) == 5 and (boot["ci_low"] <= boot["auroc"]).all() \
+    assert len(boot) == 6 and (boot["ci_low"] <= boot["auroc"]).all() \
         and (boot["auroc"] <= boot["ci_high"]).all()
     tex = (out / "table_fig3_general.tex").read_text()
     assert r"\label{tab:fig3-general}" in tex and "N\\_r=10" in tex

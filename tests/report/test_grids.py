@@ -43,11 +43,24 @@ def test_grid_fixes_methods(tmp_path, capsys):
     assert rc == 2 and "--grid table1 fixes" in capsys.readouterr().err
 
 
-def test_table9_is_listed_as_not_runnable(capsys):
-    with pytest.raises(ConfigError, match="not yet runnable: needs a cross-domain"):
-        plan_grid(get_grid("table9"), SweepConfig())
+def test_every_grid_is_runnable_and_table9_counts_its_stages(tmp_path, capsys):
     assert main(["list", "grids"]) == 0
-    assert "table9" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "table9" in listed and "not yet runnable" not in listed
+    gp = plan_grid(get_grid("table9"), SweepConfig(data_root=str(tmp_path)))
+    # 5 source models + 5 x 4 fine-tunings (DRA) and 5 KDAD runs, 3 seeds each
+    assert gp.n_missing_runs == (5 + 20 + 5) * 3 and not gp.unavailable
+
+
+def test_a_grid_set_item_applies_to_the_columns_whose_method_has_it(toy_root):
+    cfg = SweepConfig(preset="quick", seed_list=[0], subsets=["alpha"],
+                      set=["*.steps_per_epoch=1", "kdad.epochs=1"])
+    gp = plan_grid(get_grid("table1"), cfg, swap_datasets=[str(toy_root)])
+    by_method = {s.method: s.params for s in gp.plan.specs}
+    assert by_method["dra"]["steps_per_epoch"] == 1 and by_method["kdad"]["epochs"] == 1
+    with pytest.raises(ConfigError, match="no selected method matching"):
+        plan_grid(get_grid("table1"), SweepConfig(preset="quick", set=["*.stepz=1"]),
+                  swap_datasets=[str(toy_root)])
 
 
 def test_swapped_data_keeps_the_grid_and_shares_run_ids(toy_root):
