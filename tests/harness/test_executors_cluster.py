@@ -93,3 +93,25 @@ def test_slurm_packs_short_runs_into_few_array_tasks(tmp_path):
     assert "8 array task(s) of up to 12 run(s), 2 at a time" in auto.describe(96)
     assert SlurmExecutor(store, local=True, array_parallelism=2, runs_per_task=3).per_task(96) == 3
     assert SlurmExecutor(store, array_parallelism=64).per_task(1750) == 7
+
+
+def test_staged_runs_wait_for_their_source_in_every_executor(toy_root, tmp_path, bench_env):
+    """Table 9's fine-tuning runs start only after the source model exists, through
+    submitit's executor as through the local one, and give the same records."""
+    res = tmp_path / "res"
+    base = ["run", "--grid", "table9", "--datasets", str(toy_root), "--preset", "quick",
+            "--seed-list", "0", "--set", "*.epochs=1", "--set", "dra.steps_per_epoch=1",
+            "--set", "*.img_size=32", "--results", str(res), "--no-table"]
+    runs = {}
+    for name, extra in {"local": ["--executor", "local"],
+                        "slurm": ["--executor", "slurm", "--slurm-local",
+                                  "--slurm-array-parallelism", "2"]}.items():
+        out = run_bench(base + ["--name", name] + extra, bench_env, timeout=600)
+        assert out.returncode == 0, name + out.stdout + out.stderr
+        assert "stage 2 of 2: 2 runs" in out.stdout and "6 done" in out.stdout, out.stdout
+        runs[name] = _runs(res / name)
+    assert runs["slurm"].keys() == runs["local"].keys()
+    for rid, (rec, scores) in runs["local"].items():
+        assert runs["slurm"][rid] == (rec, scores), rid
+    staged = [r for r, _ in runs["local"].values() if r["method_state"].get("adapting_")]
+    assert len(staged) == 2

@@ -52,4 +52,4 @@ def test_template_own_contract_test_passes(env):
                           "--rootdir", str(TEMPLATE), str(TEMPLATE / "tests")], env=env,
                          text=True, capture_output=True, cwd=TEMPLATE)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "11 passed" in out.stdout
+    assert "13 passed" in out.stdout
