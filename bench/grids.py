@@ -406,7 +406,14 @@ def _kept(plan: Plan, col: Column) -> Plan:
     if EMBEDDINGS_ARTEFACT in col.keep and not method_class(col.method).embeds:
         raise ConfigError(f"grid column {col.label!r}: {col.method} has no learned features "
                           f"to keep (it does not declare embeds = True)")
-    keep = lambda s: replace(s, keep=tuple(sorted(set(s.keep) | set(col.keep))))  # noqa: E731
+    return _keeping(plan, col.keep)
+
+
+def _keeping(plan: Plan, artefacts: tuple) -> Plan:
+    """``plan`` with every run (to run, skipped or failed) also keeping ``artefacts``."""
+    def keep(s):
+        return replace(s, keep=tuple(sorted(set(s.keep) | set(artefacts))))
+
     return Plan([keep(s) for s in plan.specs], [(keep(s), r) for s, r in plan.skipped],
                 plan.notes, [(keep(s), r) for s, r in plan.failed])
 
@@ -452,15 +459,12 @@ def _plan_adapted(col: Column, cfg: SweepConfig, blanks: list) -> list[tuple[Pla
     if unknown:
         raise ConfigError(f"grid column {col.label!r}: source subsets {unknown} are not in "
                           f"{ds.label}; its subsets: {', '.join(dataset_subsets(ds, root, None))}")
-    base_set = [x for x in cfg.set if x not in col.overrides()] + col.overrides()
-    stage2_set = base_set + [f"{col.method}.{k}={_yaml_text(v)}" for k, v in col.adapt.set]
+    # cfg.set holds the user's items and the column's own; the fine-tuning stage adds its own
+    stage2_set = list(cfg.set) + [f"{col.method}.{k}={_yaml_text(v)}" for k, v in col.adapt.set]
     parts: list[tuple[Plan, Optional[str]]] = []
     for src in sources:
-        src_plan = expand(replace(cfg, subsets=[src], shots=[col.adapt.shots], set=base_set))
-        keep = lambda s: replace(s, keep=(MODEL_ARTEFACT,))  # noqa: E731
-        src_plan = Plan([keep(s) for s in src_plan.specs],
-                        [(keep(s), r) for s, r in src_plan.skipped], src_plan.notes,
-                        [(keep(s), r) for s, r in src_plan.failed])
+        src_plan = _keeping(expand(replace(cfg, subsets=[src], shots=[col.adapt.shots])),
+                            (MODEL_ARTEFACT,))
         parts.append((src_plan, None))
         by_seed = {s.seed: (s, None) for s in src_plan.specs}
         by_seed.update({s.seed: (s, f"{status}: {r}") for status, items in

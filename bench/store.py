@@ -428,7 +428,9 @@ def load_model(run_dir: Path | str) -> dict:
     plain containers only; never arbitrary pickled objects)."""
     import torch
 
-    path = Path(run_dir) / "model.pt"
+    from .api import MODEL_ARTEFACT
+
+    path = Path(run_dir) / MODEL_ARTEFACT
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; rerun the sweep with --save-models")
     return torch.load(path, map_location="cpu", weights_only=True)
